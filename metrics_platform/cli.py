@@ -1,0 +1,201 @@
+"""`metrics-platform`: the project's own commands, for what Dagster's CLI cannot express.
+
+    metrics-platform demo            embedded Postgres + demo data + last two days + Dagster UI
+    metrics-platform demo --no-ui    the same, without starting the UI
+    metrics-platform db start|stop   the embedded Postgres alone
+    metrics-platform env             print the environment the other commands set (for `eval`)
+    metrics-platform migrate         bring the metric store's schema up to date
+
+With METRICS_PLATFORM_DATABASE_URL set, the embedded database is not used: everything runs
+against the configured server. Project state (embedded data, Dagster home) lives in
+METRICS_PLATFORM_HOME, by default `.metrics_platform` in the current folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from metrics_platform.lib.database import (
+    DATABASE_URL_ENV,
+    PRODUCT_DATABASE_URL_ENV,
+    connect,
+    redact,
+    sqlalchemy_url,
+)
+from metrics_platform.lib.errors import MetricsPlatformError
+
+HOME_ENV = "METRICS_PLATFORM_HOME"
+PORT_ENV = "METRICS_PLATFORM_EMBEDDED_PORT"
+DEFAULT_PORT = 54329
+STORE_DB = "metrics_platform"
+DEMO_PRODUCT_DB = "product_demo"
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# Dagster's tag pair that makes one run cover a range of partitions.
+RANGE_START_TAG = "dagster/asset_partition_range_start"
+RANGE_END_TAG = "dagster/asset_partition_range_end"
+
+
+def state_dir() -> Path:
+    return Path(os.environ.get(HOME_ENV) or ".metrics_platform").resolve()
+
+
+def embedded():
+    from metrics_platform.lib.embedded_postgres import EmbeddedPostgres
+
+    port = int(os.environ.get(PORT_ENV) or DEFAULT_PORT)
+    return EmbeddedPostgres(state_dir() / "postgres", port)
+
+
+def prepare_environment(*, use_embedded: bool | None = None) -> dict[str, str]:
+    """Resolve the databases and Dagster home, export them, and return what was set."""
+    settings: dict[str, str] = {}
+    if use_embedded is None:
+        use_embedded = not os.environ.get(DATABASE_URL_ENV)
+    if use_embedded:
+        server = embedded().start()
+        settings[DATABASE_URL_ENV] = server.create_database(STORE_DB)
+        if not os.environ.get(PRODUCT_DATABASE_URL_ENV):
+            settings[PRODUCT_DATABASE_URL_ENV] = server.create_database(DEMO_PRODUCT_DB)
+    else:
+        settings[DATABASE_URL_ENV] = sqlalchemy_url(os.environ[DATABASE_URL_ENV])
+
+    if not os.environ.get("DAGSTER_HOME"):
+        dagster_home = state_dir() / "dagster_home"
+        dagster_home.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(PROJECT_ROOT / "dagster.yaml", dagster_home / "dagster.yaml")
+        settings["DAGSTER_HOME"] = str(dagster_home)
+    os.environ.update(settings)
+    return settings
+
+
+def materialize_recent(days: int = 2, now: datetime | None = None) -> None:
+    """Materialize every hourly asset over the last `days` closed days up to the last closed
+    hour, then those days' daily values: one run for the hours, one for the days."""
+    import dagster as dg
+
+    from metrics_platform.definitions import defs
+
+    now = now or datetime.now(timezone.utc)
+    last_hour = now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)
+    first_day = last_hour.replace(hour=0) - timedelta(days=days)
+    instance = dg.DagsterInstance.get()
+    quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+    hourly = defs.resolve_job_def("hourly_metrics").execute_in_process(
+        run_config=quiet,
+        instance=instance,
+        tags={
+            RANGE_START_TAG: first_day.strftime("%Y-%m-%d-%H:%M"),
+            RANGE_END_TAG: last_hour.strftime("%Y-%m-%d-%H:%M"),
+        },
+    )
+    last_day = last_hour.replace(hour=0) - timedelta(days=1)
+    daily = defs.resolve_job_def("daily_metrics").execute_in_process(
+        run_config=quiet,
+        instance=instance,
+        tags={
+            RANGE_START_TAG: first_day.strftime("%Y-%m-%d"),
+            RANGE_END_TAG: last_day.strftime("%Y-%m-%d"),
+        },
+    )
+    for name, result in (("hours", hourly), ("days", daily)):
+        print(f"materialized {name}: run {result.run_id} {'succeeded' if result.success else 'FAILED'}")
+
+
+def print_summary(url: str) -> None:
+    conn = connect(url)
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute(
+                """SELECT m.name, count(*) AS hours, max(v.hour) AS latest,
+                          (array_agg(v.value ORDER BY v.hour DESC))[1] AS latest_value
+                   FROM metrics.hourly_values v JOIN metrics.metric m ON m.id = v.metric_id
+                   GROUP BY m.name ORDER BY m.name"""
+            )
+            print("\nhourly values in the metric store:")
+            for name, hours, latest, value in cur.fetchall():
+                print(f"  {name:<32} {hours:>5} hours, latest {latest:%Y-%m-%d %H:%M} UTC = {value:g}")
+            cur.execute("SELECT count(*) FROM metrics.daily_values")
+            print(f"daily values: {cur.fetchone()[0]} rows")
+    finally:
+        conn.close()
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from metrics_platform.lib.demo_data import seed_product_database
+
+    settings = prepare_environment()
+    print(f"metric store: {redact(os.environ[DATABASE_URL_ENV])}")
+    if PRODUCT_DATABASE_URL_ENV in settings:
+        now = datetime.now(timezone.utc)
+        seeded = seed_product_database(os.environ[PRODUCT_DATABASE_URL_ENV], now=now)
+        print("demo product database:", "seeded" if seeded else "already seeded")
+    materialize_recent(days=2)
+    print_summary(os.environ[DATABASE_URL_ENV])
+    if args.no_ui:
+        return 0
+    print(f"\nDagster UI: http://127.0.0.1:{args.port}  (Ctrl-C stops it)")
+    command = [sys.executable, "-m", "dagster", "dev", "-w", str(PROJECT_ROOT / "workspace.yaml"),
+               "-h", "127.0.0.1", "-p", str(args.port)]
+    try:
+        return subprocess.call(command, cwd=PROJECT_ROOT)
+    except KeyboardInterrupt:
+        return 0
+
+
+def cmd_db(args: argparse.Namespace) -> int:
+    server = embedded()
+    if args.action == "start":
+        server.start()
+        print(server.url(STORE_DB))
+    else:
+        server.stop()
+    return 0
+
+
+def cmd_env(args: argparse.Namespace) -> int:
+    for key, value in prepare_environment().items():
+        print(f"export {key}='{value}'")
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from metrics_platform.lib.store import migrate
+
+    prepare_environment()
+    conn = connect(os.environ[DATABASE_URL_ENV])
+    try:
+        applied = migrate(conn)
+    finally:
+        conn.close()
+    print(f"applied migrations: {applied or 'none (up to date)'}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="metrics-platform", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    demo = commands.add_parser("demo", help="run the demo end to end and open the Dagster UI")
+    demo.add_argument("--no-ui", action="store_true", help="stop after materializing")
+    demo.add_argument("--port", type=int, default=3000, help="Dagster UI port (default 3000)")
+    demo.set_defaults(func=cmd_demo)
+    db = commands.add_parser("db", help="start or stop the embedded Postgres")
+    db.add_argument("action", choices=["start", "stop"])
+    db.set_defaults(func=cmd_db)
+    commands.add_parser("env", help="print the environment to export").set_defaults(func=cmd_env)
+    commands.add_parser("migrate", help="migrate the metric store").set_defaults(func=cmd_migrate)
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except MetricsPlatformError as exc:
+        print(f"metrics-platform: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

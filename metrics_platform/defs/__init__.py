@@ -1,0 +1,1 @@
+"""Dagster definitions: partitions, resources, one folder per source, and the metric assets."""

@@ -1,0 +1,1 @@
+"""The derived metric tables: hourly values from every raw source, and daily rollups."""

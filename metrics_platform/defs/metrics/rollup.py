@@ -1,0 +1,43 @@
+"""Pure daily rollups of hourly values, by each metric's aggregation kind."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import pandas as pd
+
+from metrics_platform.lib.errors import MetricsPlatformError
+
+DAILY_COLUMNS = ["metric_id", "day", "value"]
+
+
+def rollup_daily(
+    hourly: pd.DataFrame, aggregations: Mapping[int, str], timezone: str = "UTC"
+) -> pd.DataFrame:
+    """(metric_id, hour, value) -> (metric_id, day, value).
+
+    Counters (`sum`) add up the day's hours; gauges (`last`) take the value of the day's latest
+    hour. `day` is the calendar day of the hour in `timezone`.
+    """
+    if hourly.empty:
+        return pd.DataFrame(
+            {
+                "metric_id": pd.Series([], dtype="int64"),
+                "day": pd.Series([], dtype=object),
+                "value": pd.Series([], dtype="float64"),
+            }
+        )
+    unknown = set(hourly["metric_id"].unique()) - set(aggregations)
+    if unknown:
+        raise MetricsPlatformError(f"metric ids {sorted(unknown)} are not in the catalog")
+    frame = hourly.assign(
+        day=hourly["hour"].dt.tz_convert(timezone).dt.date,
+        aggregation=hourly["metric_id"].map(aggregations),
+    ).sort_values(["metric_id", "hour"])
+    keys = ["metric_id", "day"]
+    sums = frame[frame["aggregation"] == "sum"].groupby(keys, as_index=False)["value"].sum()
+    lasts = frame[frame["aggregation"] == "last"].groupby(keys, as_index=False)["value"].last()
+    daily = pd.concat([sums, lasts], ignore_index=True)
+    daily["metric_id"] = daily["metric_id"].astype("int64")
+    daily["day"] = daily["day"].astype(object)
+    return daily[DAILY_COLUMNS].sort_values(["metric_id", "day"], ignore_index=True)

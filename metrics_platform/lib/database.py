@@ -1,0 +1,80 @@
+"""Where the metric store lives, and how the platform connects to it.
+
+One setting, `METRICS_PLATFORM_DATABASE_URL`, names the Postgres database that holds both the
+metric store and Dagster's own storage. It is written the way SQLAlchemy and Dagster's
+`dagster.yaml` read it, `postgresql+psycopg2://user:password@host:port/dbname`; a plain
+`postgresql://` URL is accepted too and normalized. Connections always run in UTC.
+"""
+
+from __future__ import annotations
+
+import os
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg2
+import psycopg2.extensions
+
+from metrics_platform.lib.errors import ConfigurationError, DatabaseUnavailableError
+
+DATABASE_URL_ENV = "METRICS_PLATFORM_DATABASE_URL"
+PRODUCT_DATABASE_URL_ENV = "METRICS_PLATFORM_PRODUCT_DATABASE_URL"
+
+_SCHEMES = ("postgresql+psycopg2", "postgresql", "postgres")
+
+
+def database_url_from_env(env: str = DATABASE_URL_ENV) -> str:
+    """The configured URL, or a `ConfigurationError` that says how to configure it."""
+    url = os.environ.get(env, "").strip()
+    if not url:
+        raise ConfigurationError(
+            f"{env} is not set: run `metrics-platform demo` for the embedded database, "
+            "or set it to postgresql+psycopg2://user:password@host:port/dbname"
+        )
+    return url
+
+
+def _split(url: str, *, key: str):
+    parts = urlsplit(url)
+    if parts.scheme not in _SCHEMES:
+        raise ConfigurationError(
+            f"{key}: unsupported scheme {parts.scheme!r}; use postgresql+psycopg2://"
+        )
+    return parts
+
+
+def sqlalchemy_url(url: str, *, key: str = DATABASE_URL_ENV) -> str:
+    """The URL with the psycopg2 driver named, as Dagster's Postgres storage needs it."""
+    parts = _split(url, key=key)
+    return urlunsplit(parts._replace(scheme="postgresql+psycopg2"))
+
+
+def libpq_url(url: str, *, key: str = DATABASE_URL_ENV) -> str:
+    """The URL in the form libpq (and so psycopg2.connect) understands."""
+    parts = _split(url, key=key)
+    return urlunsplit(parts._replace(scheme="postgresql"))
+
+
+def redact(url: str) -> str:
+    """The URL with its password replaced, safe for logs, errors and metadata."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def connect(
+    url: str, *, application_name: str = "metrics_platform", key: str = DATABASE_URL_ENV
+) -> psycopg2.extensions.connection:
+    """A new psycopg2 connection in UTC; connection errors never carry the password."""
+    try:
+        return psycopg2.connect(
+            libpq_url(url, key=key),
+            application_name=application_name,
+            options="-c TimeZone=UTC",
+            connect_timeout=10,
+        )
+    except psycopg2.OperationalError as exc:
+        # libpq's message can echo connection parameters; keep only its first line.
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DatabaseUnavailableError(f"{key}: cannot connect to {redact(url)}: {reason}") from None

@@ -1,0 +1,104 @@
+"""The one shape every source is normalized to before it reaches the metric store.
+
+A source reports, for each UTC hour (its dimension), a set of named metric values. Flattened, that
+is a long frame with one row per (hour, metric): `hour` (UTC, on the hour), `metric` (the
+platform metric name, e.g. `objects.users.count`) and `value` (a finite float).
+`metric_frame` builds it and checks it; anything that does not fit raises `SourceError`
+naming the source, so a bad payload fails its own asset and never lands as a silent zero.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+
+import numpy as np
+import pandas as pd
+
+from metrics_platform.lib.errors import ConfigurationError, SourceError
+
+METRIC_ROW_COLUMNS = ["hour", "metric", "value"]
+METRIC_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:\-]{0,199}")
+
+
+def validate_metric_name(name: str, *, key: str) -> str:
+    if not isinstance(name, str) or not METRIC_NAME.fullmatch(name):
+        raise ConfigurationError(
+            f"{key}: {name!r} is not a valid metric name (letters, digits, '_', '.', ':', '-')"
+        )
+    return name
+
+
+def empty_metric_frame() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "hour": pd.Series([], dtype="datetime64[ns, UTC]"),
+            "metric": pd.Series([], dtype=object),
+            "value": pd.Series([], dtype="float64"),
+        }
+    )
+
+
+def metric_frame(
+    source: str,
+    hours: Iterable[datetime] | pd.Series,
+    metrics: Iterable[str] | pd.Series,
+    values: Iterable[float] | pd.Series,
+) -> pd.DataFrame:
+    """A checked long frame from three parallel columns."""
+    try:
+        frame = pd.DataFrame(
+            {
+                "hour": pd.to_datetime(pd.Series(list(hours), dtype=object), utc=True),
+                "metric": pd.Series(list(metrics), dtype=object),
+                "value": pd.to_numeric(pd.Series(list(values), dtype=object)).astype("float64"),
+            }
+        )
+    except (TypeError, ValueError) as exc:
+        raise SourceError(source, f"values do not fit the metric row shape: {exc}") from None
+    return check_metric_frame(source, frame)
+
+
+def metric_frame_from_records(
+    source: str, records: Iterable[tuple[Mapping, Mapping[str, float]]]
+) -> pd.DataFrame:
+    """Flatten (dimensions, metrics) records, each with an `hour` dimension."""
+    hours, names, values = [], [], []
+    for dimensions, metrics in records:
+        if "hour" not in dimensions:
+            raise SourceError(source, f"record without an hour dimension: {dict(dimensions)!r}")
+        for name, value in metrics.items():
+            hours.append(dimensions["hour"])
+            names.append(name)
+            values.append(value)
+    if not names:
+        return empty_metric_frame()
+    return metric_frame(source, hours, names, values)
+
+
+def check_metric_frame(source: str, frame: pd.DataFrame) -> pd.DataFrame:
+    """Raise `SourceError` unless `frame` is a well-formed, finite, duplicate-free long frame."""
+    if list(frame.columns) != METRIC_ROW_COLUMNS:
+        raise SourceError(source, f"expected columns {METRIC_ROW_COLUMNS}, got {list(frame.columns)}")
+    if frame.empty:
+        return empty_metric_frame()
+    if frame["hour"].isna().any():
+        raise SourceError(source, "a row has no hour")
+    if (frame["hour"] != frame["hour"].dt.floor("h")).any():
+        bad = frame.loc[frame["hour"] != frame["hour"].dt.floor("h"), "hour"].iloc[0]
+        raise SourceError(source, f"hour {bad.isoformat()} is not on the hour")
+    bad_names = [n for n in frame["metric"].unique() if not (isinstance(n, str) and METRIC_NAME.fullmatch(n))]
+    if bad_names:
+        raise SourceError(source, f"invalid metric name {bad_names[0]!r}")
+    values = frame["value"].to_numpy()
+    if not np.isfinite(values).all():
+        bad = values[~np.isfinite(values)][0]
+        raise SourceError(source, f"non-finite value {bad!r}; refusing to store it")
+    duplicated = frame.duplicated(["hour", "metric"])
+    if duplicated.any():
+        row = frame[duplicated].iloc[0]
+        raise SourceError(
+            source, f"metric {row['metric']!r} reported twice for hour {row['hour'].isoformat()}"
+        )
+    return frame.sort_values(["hour", "metric"], ignore_index=True)

@@ -1,0 +1,43 @@
+"""The platform's settings file: which sources read what, in one YAML document.
+
+Its path is `METRICS_PLATFORM_CONFIG`; without it, the demo's settings shipped with the package
+are used. Secrets never go here: they come from environment variables or files named here.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from metrics_platform.lib.errors import ConfigurationError
+
+CONFIG_ENV = "METRICS_PLATFORM_CONFIG"
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "demo" / "platform.yaml"
+
+
+def config_path() -> Path:
+    return Path(os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG)
+
+
+def load_settings(path: Path | None = None) -> dict[str, Any]:
+    """The settings document as a mapping (empty when the file is empty)."""
+    path = path or config_path()
+    try:
+        document = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigurationError(f"{CONFIG_ENV}: settings file {path} does not exist") from None
+    except yaml.YAMLError as exc:
+        raise ConfigurationError(f"{CONFIG_ENV}: {path} is not valid YAML: {exc}") from None
+    if not isinstance(document, dict):
+        raise ConfigurationError(f"{CONFIG_ENV}: {path} must hold a mapping of source settings")
+    return document
+
+
+def section(settings: dict[str, Any], name: str) -> dict[str, Any]:
+    value = settings.get(name) or {}
+    if not isinstance(value, dict):
+        raise ConfigurationError(f"{config_path()}: `{name}` must be a mapping")
+    return value

@@ -1,0 +1,209 @@
+"""The metric store: schema, migrations and the metric catalog.
+
+Tables (schema `metrics`):
+
+- `metric`: the catalog. One row per metric name, with its description, unit, aggregation kind
+  (`sum` for counters, `last` for gauges) and the source that produces it.
+- `hourly_values`: (metric_id, hour, value); `hour` is the UTC start of the hour.
+- `daily_values`: (metric_id, day, value).
+
+The primary keys make every write an idempotent upsert and serve Grafana's access pattern (one
+metric over a time range); the secondary time indexes serve the partition-window deletes.
+Views `hourly_values_by_name` and `daily_values_by_name` join the catalog and expose the
+`date` / `hour` columns dashboards group by.
+
+Migrations are plain SQL, applied in order, once, under an advisory lock, so any number of
+processes can call `migrate` at start-up.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import psycopg2.extensions
+
+from metrics_platform.lib.errors import ConfigurationError
+
+SCHEMA = "metrics"
+Aggregation = Literal["sum", "last"]
+AGGREGATIONS: tuple[str, ...] = ("sum", "last")
+
+# Keys for pg_advisory_xact_lock; arbitrary but fixed.
+_MIGRATION_LOCK_KEY = 4_712_001
+
+MIGRATIONS: Sequence[tuple[int, str, str]] = (
+    (
+        1,
+        "metric catalog, hourly and daily values",
+        """
+        CREATE TABLE metrics.metric (
+            id          integer GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            name        text NOT NULL UNIQUE CHECK (char_length(name) BETWEEN 1 AND 200),
+            description text NOT NULL DEFAULT '',
+            unit        text NOT NULL DEFAULT '',
+            aggregation text NOT NULL CHECK (aggregation IN ('sum', 'last')),
+            source      text NOT NULL,
+            created_at  timestamptz NOT NULL DEFAULT now(),
+            updated_at  timestamptz NOT NULL DEFAULT now()
+        );
+
+        CREATE TABLE metrics.hourly_values (
+            metric_id integer NOT NULL REFERENCES metrics.metric (id),
+            hour      timestamptz NOT NULL
+                      CHECK (date_trunc('hour', hour, 'UTC') = hour),
+            value     double precision NOT NULL
+                      CHECK (value > '-Infinity' AND value < 'Infinity'),
+            PRIMARY KEY (metric_id, hour)
+        );
+        CREATE INDEX hourly_values_hour_idx ON metrics.hourly_values (hour);
+
+        CREATE TABLE metrics.daily_values (
+            metric_id integer NOT NULL REFERENCES metrics.metric (id),
+            day       date NOT NULL,
+            value     double precision NOT NULL
+                      CHECK (value > '-Infinity' AND value < 'Infinity'),
+            PRIMARY KEY (metric_id, day)
+        );
+        CREATE INDEX daily_values_day_idx ON metrics.daily_values (day);
+
+        CREATE VIEW metrics.hourly_values_by_name AS
+        SELECT m.name AS metric,
+               v.hour AS time,
+               (v.hour AT TIME ZONE 'UTC')::date AS date,
+               extract(hour FROM v.hour AT TIME ZONE 'UTC')::integer AS hour,
+               v.value
+        FROM metrics.hourly_values v
+        JOIN metrics.metric m ON m.id = v.metric_id;
+
+        CREATE VIEW metrics.daily_values_by_name AS
+        SELECT m.name AS metric, v.day AS date, v.value
+        FROM metrics.daily_values v
+        JOIN metrics.metric m ON m.id = v.metric_id;
+        """,
+    ),
+)
+
+
+def migrate(conn: psycopg2.extensions.connection) -> list[int]:
+    """Bring the store's schema up to date; returns the versions applied now (often none)."""
+    with conn, conn.cursor() as cur:
+        cur.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK_KEY,))
+        cur.execute("SELECT to_regnamespace(%s) IS NOT NULL", (SCHEMA,))
+        if not cur.fetchone()[0]:
+            cur.execute(f"CREATE SCHEMA {SCHEMA}")
+        cur.execute(
+            f"""CREATE TABLE IF NOT EXISTS {SCHEMA}.schema_migrations (
+                    version integer PRIMARY KEY,
+                    description text NOT NULL,
+                    applied_at timestamptz NOT NULL DEFAULT now())"""
+        )
+        cur.execute(f"SELECT version FROM {SCHEMA}.schema_migrations")
+        done = {row[0] for row in cur.fetchall()}
+        applied = []
+        for version, description, statements in MIGRATIONS:
+            if version in done:
+                continue
+            cur.execute(statements)
+            cur.execute(
+                f"INSERT INTO {SCHEMA}.schema_migrations (version, description) VALUES (%s, %s)",
+                (version, description),
+            )
+            applied.append(version)
+    return applied
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """What the catalog knows of a metric: how it is named, measured and rolled up."""
+
+    name: str
+    aggregation: Aggregation
+    source: str
+    unit: str = ""
+    description: str = ""
+
+    def __post_init__(self):
+        if not self.name or len(self.name) > 200:
+            raise ConfigurationError(f"metric name {self.name!r} must be 1 to 200 characters")
+        if self.aggregation not in AGGREGATIONS:
+            raise ConfigurationError(
+                f"metric {self.name!r}: aggregation {self.aggregation!r} is not one of "
+                f"{', '.join(AGGREGATIONS)}"
+            )
+
+
+@dataclass(frozen=True)
+class CatalogEntry:
+    id: int
+    name: str
+    aggregation: Aggregation
+    source: str
+    unit: str
+    description: str
+
+
+def ensure_metrics(
+    conn: psycopg2.extensions.connection, specs: Iterable[MetricSpec]
+) -> dict[str, int]:
+    """Get-or-create catalog rows for `specs`; returns their ids by name.
+
+    Safe under concurrency: two transactions creating the same new metric serialize on the unique
+    name, and both get the one id. Rows are written in name order so that two batches never
+    deadlock. A name already owned by another source is refused.
+    """
+    by_name = {spec.name: spec for spec in specs}
+    if not by_name:
+        return {}
+    ordered = [by_name[name] for name in sorted(by_name)]
+    columns = [
+        [spec.name for spec in ordered],
+        [spec.description for spec in ordered],
+        [spec.unit for spec in ordered],
+        [spec.aggregation for spec in ordered],
+        [spec.source for spec in ordered],
+    ]
+    with conn, conn.cursor() as cur:
+        cur.execute(
+            f"""
+            INSERT INTO {SCHEMA}.metric AS m (name, description, unit, aggregation, source)
+            SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[])
+            ON CONFLICT (name) DO UPDATE
+               SET description = EXCLUDED.description,
+                   unit = EXCLUDED.unit,
+                   aggregation = EXCLUDED.aggregation,
+                   updated_at = now()
+             WHERE m.source = EXCLUDED.source
+               AND (m.description, m.unit, m.aggregation)
+                   IS DISTINCT FROM (EXCLUDED.description, EXCLUDED.unit, EXCLUDED.aggregation)
+            """,
+            columns,
+        )
+        cur.execute(
+            f"SELECT id, name, source FROM {SCHEMA}.metric WHERE name = ANY(%s)",
+            (columns[0],),
+        )
+        rows = cur.fetchall()
+    clashes = [(name, source) for _, name, source in rows if source != by_name[name].source]
+    if clashes:
+        name, owner = clashes[0]
+        raise ConfigurationError(
+            f"metric {name!r} is already produced by source {owner!r}; "
+            f"source {by_name[name].source!r} cannot register it too"
+        )
+    return {name: metric_id for metric_id, name, _ in rows}
+
+
+def read_catalog(
+    conn: psycopg2.extensions.connection, ids: Iterable[int] | None = None
+) -> Mapping[int, CatalogEntry]:
+    """Catalog entries by id (all of them, or only `ids`)."""
+    query = f"SELECT id, name, aggregation, source, unit, description FROM {SCHEMA}.metric"
+    params: tuple = ()
+    if ids is not None:
+        query += " WHERE id = ANY(%s)"
+        params = (sorted({int(i) for i in ids}),)
+    with conn, conn.cursor() as cur:
+        cur.execute(query, params)
+        return {row[0]: CatalogEntry(*row) for row in cur.fetchall()}

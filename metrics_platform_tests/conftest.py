@@ -1,0 +1,107 @@
+"""Test fixtures: one real PostgreSQL server for the whole session, a fresh database per test."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from metrics_platform.lib.database import connect
+from metrics_platform.lib.embedded_postgres import EmbeddedPostgres, free_port
+from metrics_platform.lib.store import migrate
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[EmbeddedPostgres]:
+    """A throwaway cluster from the machine's PostgreSQL binaries, on a free loopback port."""
+    # The server may run as the `postgres` user: its folder must be reachable by that user.
+    base = Path(tempfile.mkdtemp(prefix="metrics_platform_pg_"))
+    base.chmod(0o755)
+    server = EmbeddedPostgres(base / "data", free_port(), fsync=False)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def new_database(server: EmbeddedPostgres, prefix: str) -> str:
+    return server.create_database(f"{prefix}_{uuid.uuid4().hex[:10]}")
+
+
+@pytest.fixture
+def store_url(postgres_server) -> str:
+    """A new, migrated metric store database."""
+    url = new_database(postgres_server, "store")
+    conn = connect(url)
+    try:
+        migrate(conn)
+    finally:
+        conn.close()
+    return url
+
+
+@pytest.fixture
+def product_url(postgres_server) -> str:
+    """A new, empty product database."""
+    return new_database(postgres_server, "product")
+
+
+def query(url: str, sql: str, params=None) -> list[tuple]:
+    conn = connect(url)
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute(sql, params)
+            return cur.fetchall() if cur.description else []
+    finally:
+        conn.close()
+
+
+def execute(url: str, sql: str, params=None) -> None:
+    query(url, sql, params)
+
+
+RANGE_TAGS = ("dagster/asset_partition_range_start", "dagster/asset_partition_range_end")
+
+
+def platform_resources(store_url: str, product_url: str, tables: list[dict] | None = None) -> dict:
+    """The platform's resources pointed at the test databases."""
+    from metrics_platform.defs.metric_store import MetricStore
+    from metrics_platform.defs.sources.product_db.resource import CountedTable, ProductDatabase
+    from metrics_platform.lib.postgres_io import PostgresPandasIOManager
+
+    if tables is None:
+        tables = [{"table": t, "created_at_column": "created_at"} for t in ("users", "profiles", "api_keys")]
+    return {
+        "io_manager": PostgresPandasIOManager(url=store_url),
+        "metric_store": MetricStore(url=store_url),
+        "product_db": ProductDatabase(url=product_url, tables=[CountedTable(**t) for t in tables]),
+    }
+
+
+def platform_assets() -> list:
+    from metrics_platform.definitions import defs
+
+    return list(defs.assets)  # raw sources, hourly values, daily values
+
+
+def materialize(resources: dict, *, selection, partition_key=None, partition_range=None,
+                raise_on_error=True):
+    import dagster as dg
+
+    tags = dict(zip(RANGE_TAGS, partition_range)) if partition_range else None
+    with dg.instance_for_test() as instance:
+        return dg.materialize(
+            platform_assets(),
+            selection=selection,
+            instance=instance,
+            resources=resources,
+            partition_key=partition_key,
+            tags=tags,
+            raise_on_error=raise_on_error,
+        )

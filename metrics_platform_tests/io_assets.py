@@ -1,0 +1,63 @@
+"""Small partitioned assets that exercise the Postgres IO manager (shared with subprocesses)."""
+
+import dagster as dg
+import pandas as pd
+
+from metrics_platform.defs.partitions import daily_partitions, hourly_partitions, single_run
+
+VALUES_KEY = dg.AssetKey(["test_io", "values"])
+DAILY_KEY = dg.AssetKey(["test_io", "daily"])
+METRICS = ["alpha", "beta", "gamma"]
+loaded_windows: list[pd.DataFrame] = []
+
+
+class ValuesConfig(dg.Config):
+    version: int = 1
+    metrics: list[str] = METRICS
+    rows_per_hour: int = 0  # extra filler rows per hour, to make a write large
+    outside_window: bool = False  # emit one row for the hour after the window
+
+
+def values_frame(start, end, config: ValuesConfig) -> pd.DataFrame:
+    hours = pd.date_range(start, end, freq="h", inclusive="left", tz="UTC")
+    names = list(config.metrics) + [f"filler_{i}" for i in range(config.rows_per_hour)]
+    frame = pd.DataFrame(
+        [(hour, name) for hour in hours for name in names], columns=["hour", "metric"]
+    )
+    frame["hour"] = pd.to_datetime(frame["hour"], utc=True)
+    frame["value"] = [
+        config.version * 1000 + hour.hour + index for hour, index in
+        zip(frame["hour"], frame.index % len(names))
+    ]
+    frame["value"] = frame["value"].astype("float64")
+    if config.outside_window:
+        extra = pd.DataFrame({"hour": [pd.Timestamp(end)], "metric": ["alpha"], "value": [1.0]})
+        frame = pd.concat([frame, extra], ignore_index=True)
+    return frame
+
+
+@dg.asset(
+    key=VALUES_KEY,
+    partitions_def=hourly_partitions,
+    backfill_policy=single_run,
+    metadata={"partition_expr": "hour", "primary_key": ["metric", "hour"]},
+)
+def values(context: dg.AssetExecutionContext, config: ValuesConfig) -> pd.DataFrame:
+    window = context.partition_time_window
+    return values_frame(window.start, window.end, config)
+
+
+@dg.asset(
+    key=DAILY_KEY,
+    partitions_def=daily_partitions,
+    backfill_policy=single_run,
+    ins={"hourly": dg.AssetIn(key=VALUES_KEY)},
+    metadata={"partition_expr": "day", "primary_key": ["metric", "day"]},
+)
+def daily(context: dg.AssetExecutionContext, hourly: pd.DataFrame) -> pd.DataFrame:
+    loaded_windows.append(hourly)
+    out = hourly.assign(day=hourly["hour"].dt.date).groupby(["metric", "day"], as_index=False)[
+        "value"
+    ].sum()
+    out["day"] = out["day"].astype(object)
+    return out
