@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from datetime import datetime, timedelta, timezone
@@ -28,6 +29,7 @@ from metrics_platform.lib.database import (
     redact,
     sqlalchemy_url,
 )
+from metrics_platform.lib.embedded_postgres import EmbeddedPostgres
 from metrics_platform.lib.errors import MetricsPlatformError
 
 HOME_ENV = "METRICS_PLATFORM_HOME"
@@ -45,19 +47,18 @@ def state_dir() -> Path:
     return Path(os.environ.get(HOME_ENV) or ".metrics_platform").resolve()
 
 
-def embedded():
-    from metrics_platform.lib.embedded_postgres import EmbeddedPostgres
-
+def embedded() -> EmbeddedPostgres:
     port = int(os.environ.get(PORT_ENV) or DEFAULT_PORT)
     return EmbeddedPostgres(state_dir() / "postgres", port)
 
 
-def prepare_environment(*, use_embedded: bool | None = None) -> dict[str, str]:
-    """Resolve the databases and Dagster home, export them, and return what was set."""
+def prepare_environment() -> tuple[dict[str, str], EmbeddedPostgres | None]:
+    """Resolve the databases and Dagster home and export them.
+
+    Returns what was set, and the embedded server when no database is configured."""
     settings: dict[str, str] = {}
-    if use_embedded is None:
-        use_embedded = not os.environ.get(DATABASE_URL_ENV)
-    if use_embedded:
+    server = None
+    if not os.environ.get(DATABASE_URL_ENV):
         server = embedded().start()
         settings[DATABASE_URL_ENV] = server.create_database(STORE_DB)
         if not os.environ.get(PRODUCT_DATABASE_URL_ENV):
@@ -71,7 +72,7 @@ def prepare_environment(*, use_embedded: bool | None = None) -> dict[str, str]:
         shutil.copyfile(PROJECT_ROOT / "dagster.yaml", dagster_home / "dagster.yaml")
         settings["DAGSTER_HOME"] = str(dagster_home)
     os.environ.update(settings)
-    return settings
+    return settings, server
 
 
 def materialize_recent(days: int = 2, now: datetime | None = None) -> None:
@@ -129,7 +130,7 @@ def print_summary(url: str) -> None:
 def cmd_demo(args: argparse.Namespace) -> int:
     from metrics_platform.lib.demo_data import seed_product_database
 
-    settings = prepare_environment()
+    settings, server = prepare_environment()
     print(f"metric store: {redact(os.environ[DATABASE_URL_ENV])}")
     if PRODUCT_DATABASE_URL_ENV in settings:
         now = datetime.now(timezone.utc)
@@ -140,12 +141,35 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if args.no_ui:
         return 0
     print(f"\nDagster UI: http://127.0.0.1:{args.port}  (Ctrl-C stops it)")
-    command = [sys.executable, "-m", "dagster", "dev", "-w", str(PROJECT_ROOT / "workspace.yaml"),
-               "-h", "127.0.0.1", "-p", str(args.port)]
     try:
-        return subprocess.call(command, cwd=PROJECT_ROOT)
-    except KeyboardInterrupt:
-        return 0
+        return run_dagster_dev(args.port)
+    finally:
+        if server is not None and not args.keep_db:
+            server.stop()
+            print("embedded Postgres stopped")
+
+
+def run_dagster_dev(port: int) -> int:
+    """`dagster dev` (webserver + daemon) in the foreground; SIGINT or SIGTERM stop it cleanly."""
+    command = [sys.executable, "-m", "dagster", "dev", "-w", str(PROJECT_ROOT / "workspace.yaml"),
+               "-h", "127.0.0.1", "-p", str(port)]
+    child = subprocess.Popen(command, cwd=PROJECT_ROOT)
+
+    def forward(signum, _frame):
+        # dagster dev shuts its webserver and daemon down on SIGINT, whatever we received.
+        if child.poll() is None:
+            child.send_signal(signal.SIGINT)
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        while True:
+            try:
+                return child.wait()
+            except KeyboardInterrupt:
+                continue
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def cmd_db(args: argparse.Namespace) -> int:
@@ -159,7 +183,7 @@ def cmd_db(args: argparse.Namespace) -> int:
 
 
 def cmd_env(args: argparse.Namespace) -> int:
-    for key, value in prepare_environment().items():
+    for key, value in prepare_environment()[0].items():
         print(f"export {key}='{value}'")
     return 0
 
@@ -183,6 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     demo = commands.add_parser("demo", help="run the demo end to end and open the Dagster UI")
     demo.add_argument("--no-ui", action="store_true", help="stop after materializing")
     demo.add_argument("--port", type=int, default=3000, help="Dagster UI port (default 3000)")
+    demo.add_argument("--keep-db", action="store_true",
+                      help="leave the embedded Postgres running when the UI stops")
     demo.set_defaults(func=cmd_demo)
     db = commands.add_parser("db", help="start or stop the embedded Postgres")
     db.add_argument("action", choices=["start", "stop"])
