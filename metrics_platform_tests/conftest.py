@@ -8,6 +8,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import dagster as dg
 import pytest
 
 from metrics_platform.lib.database import connect
@@ -85,15 +86,16 @@ def platform_resources(store_url: str, product_url: str, tables: list[dict] | No
 
 
 def platform_assets() -> list:
-    from metrics_platform.definitions import defs
+    """Raw sources (all enabled), hourly values and daily values."""
+    from metrics_platform.definitions import build_definitions
+    from metrics_platform.lib.database import PRODUCT_DATABASE_URL_ENV
 
-    return list(defs.assets)  # raw sources, hourly values, daily values
+    defs = build_definitions(env={PRODUCT_DATABASE_URL_ENV: "set by the test's resources"})
+    return [asset for asset in defs.assets if isinstance(asset, dg.AssetsDefinition)]
 
 
 def materialize(resources: dict, *, selection, partition_key=None, partition_range=None,
                 raise_on_error=True):
-    import dagster as dg
-
     tags = dict(zip(RANGE_TAGS, partition_range)) if partition_range else None
     with dg.instance_for_test() as instance:
         return dg.materialize(

@@ -8,7 +8,10 @@ from pathlib import Path
 import dagster as dg
 import yaml
 
-from metrics_platform.definitions import defs
+from metrics_platform.definitions import build_definitions
+from metrics_platform.lib.database import PRODUCT_DATABASE_URL_ENV
+
+defs = build_definitions(env={PRODUCT_DATABASE_URL_ENV: "postgresql://unused"})
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -69,3 +72,15 @@ def test_dagster_packages_are_pinned_together_and_pip_check_is_clean():
 
     assert version("dagster") == version("dagster-webserver") == version("dagster-graphql") == "1.13.27"
     assert version("dagster-postgres") == "0.29.27"
+
+
+def test_a_source_without_settings_is_shown_disabled_with_its_reason():
+    from metrics_platform.definitions import build_definitions
+
+    defs = build_definitions(settings={"product_db": {"tables": [{"table": "users"}]}}, env={})
+    graph = defs.resolve_asset_graph()
+    raw = graph.get(dg.AssetKey(["raw", "product_db_row_counts"]))
+    assert not raw.is_materializable
+    assert raw.description.startswith("Disabled: METRICS_PLATFORM_PRODUCT_DATABASE_URL is not set")
+    assert raw.group_name == "product_db"
+    assert graph.get(dg.AssetKey(["metrics", "hourly_values"])).parent_keys == set()

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from metrics_platform.defs.metrics.assets import DAILY_VALUES_KEY, HOURLY_VALUES_KEY
-from metrics_platform.defs.resources import build_resources
+from metrics_platform.definitions import build_definitions
 from metrics_platform.defs.sources.product_db.assets import ROW_COUNTS_KEY
 from metrics_platform.defs.sources.product_db.normalize import normalize_row_counts
 from metrics_platform.lib.demo_data import seed_product_database
@@ -93,10 +93,10 @@ def test_a_missing_table_fails_the_asset_naming_source_and_table(store_url, prod
 def test_a_bad_table_name_in_the_settings_fails_when_definitions_load():
     settings = {"product_db": {"tables": [{"table": "users; DROP TABLE users"}]}}
     with pytest.raises(Exception, match=r"product_db\.tables\[\]\.table: 'users; DROP TABLE users'"):
-        build_resources(settings)
+        build_definitions(settings, env={})
     settings = {"product_db": {"tables": [{"table": "users", "created_at_column": "x') --"}]}}
     with pytest.raises(Exception, match=r"created_at_column"):
-        build_resources(settings)
+        build_definitions(settings, env={})
 
 
 def test_daily_values_sum_counters_and_keep_the_last_gauge(store_url, product_url):
@@ -130,5 +130,5 @@ def test_normalize_builds_the_long_metric_rows():
 
 def test_settings_reject_an_unknown_metric_name():
     with pytest.raises(Exception, match="not a valid metric name"):
-        build_resources({"product_db": {"tables": [{"table": "users", "metric": "bad name!"}]}})
+        build_definitions(env={}, settings={"product_db": {"tables": [{"table": "users", "metric": "bad name!"}]}})
     assert ConfigurationError  # the error type the settings raise

@@ -1,18 +1,25 @@
-"""Jobs over the asset graph: every hourly asset for a range of hours, and the daily rollups."""
+"""Jobs over the asset graph: the hourly assets for a range of hours, and the daily rollups."""
+
+from collections.abc import Sequence
 
 import dagster as dg
 
-from metrics_platform.defs.metrics.assets import DAILY_VALUES_KEY
+from metrics_platform.defs.metrics.assets import DAILY_VALUES_KEY, HOURLY_VALUES_KEY
+
+HOURLY_JOB = "hourly_metrics"
+DAILY_JOB = "daily_metrics"
 
 
-hourly_job = dg.define_asset_job(
-    "hourly_metrics",
-    selection=dg.AssetSelection.all() - dg.AssetSelection.assets(DAILY_VALUES_KEY),
-    description="Every raw source and the hourly values, for one hour or a range of hours.",
-)
-
-daily_job = dg.define_asset_job(
-    "daily_metrics",
-    selection=dg.AssetSelection.assets(DAILY_VALUES_KEY),
-    description="Daily rollups of the hourly values, for one day or a range of days.",
-)
+def build_jobs(raw_keys: Sequence[dg.AssetKey]) -> list:
+    return [
+        dg.define_asset_job(
+            HOURLY_JOB,
+            selection=dg.AssetSelection.assets(*raw_keys, HOURLY_VALUES_KEY),
+            description="Every enabled source and the hourly values, for one hour or a range.",
+        ),
+        dg.define_asset_job(
+            DAILY_JOB,
+            selection=dg.AssetSelection.assets(DAILY_VALUES_KEY),
+            description="Daily rollups of the hourly values, for one day or a range of days.",
+        ),
+    ]

@@ -14,7 +14,7 @@ from metrics_platform.lib.errors import MetricsPlatformError, SourceError
 from metrics_platform.lib.identifiers import QualifiedName, validate_identifier
 from metrics_platform.lib.metric_rows import validate_metric_name
 
-SOURCE = "product_db"
+from metrics_platform.defs.sources.product_db import SOURCE
 ONE_HOUR = timedelta(hours=1)
 
 
