@@ -6,15 +6,17 @@ from collections.abc import Mapping
 import dagster as dg
 
 from metrics_platform.defs.jobs import build_jobs
-from metrics_platform.defs.metrics.assets import build_hourly_values, daily_values
+from metrics_platform.defs.metrics.assets import build_daily_values, build_hourly_values
 from metrics_platform.defs.resources import shared_resources
-from metrics_platform.defs.sources import product_db
+from metrics_platform.defs.sources import crawlers, events, product_db
 from metrics_platform.defs.sources.registry import SourceDefinition
 from metrics_platform.lib.settings import load_settings, section
 
 # Every source the platform knows, by its settings section.
 SOURCE_BUILDERS = {
     product_db.SOURCE: product_db.build_source,
+    crawlers.SOURCE: crawlers.build_source,
+    events.SOURCE: events.build_source,
 }
 
 
@@ -29,13 +31,14 @@ def build_definitions(
     sources = build_sources(settings, os.environ if env is None else env)
     enabled = [source for source in sources if source.enabled]
     raw_keys = [source.key for source in enabled]
+    daily_keys = [key for source in enabled for key in source.daily_keys]
     return dg.Definitions(
         assets=[
-            *(source.for_definitions() for source in sources),
+            *(asset for source in sources for asset in source.for_definitions()),
             build_hourly_values(raw_keys),
-            daily_values,
+            build_daily_values(daily_keys),
         ],
-        jobs=build_jobs(raw_keys),
+        jobs=build_jobs(raw_keys, daily_keys),
         resources={
             **shared_resources(),
             **{key: res for source in enabled for key, res in source.resources.items()},

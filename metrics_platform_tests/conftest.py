@@ -67,12 +67,21 @@ def execute(url: str, sql: str, params=None) -> None:
     query(url, sql, params)
 
 
+# Every source enabled, reading the demo's table layout.
+TEST_SETTINGS = {
+    "product_db": {"tables": [{"table": "users", "created_at_column": "created_at"}]},
+    "crawlers": {"crawlers_table": "spiders"},
+    "events": {"table": "events", "error_column": "failed"},
+}
+
 RANGE_TAGS = ("dagster/asset_partition_range_start", "dagster/asset_partition_range_end")
 
 
 def platform_resources(store_url: str, product_url: str, tables: list[dict] | None = None) -> dict:
     """The platform's resources pointed at the test databases."""
     from metrics_platform.defs.metric_store import MetricStore
+    from metrics_platform.defs.sources.crawlers.resource import CrawlerRegistry
+    from metrics_platform.defs.sources.events.resource import EventLog
     from metrics_platform.defs.sources.product_db.resource import CountedTable, ProductDatabase
     from metrics_platform.lib.postgres_io import PostgresPandasIOManager
 
@@ -82,6 +91,8 @@ def platform_resources(store_url: str, product_url: str, tables: list[dict] | No
         "io_manager": PostgresPandasIOManager(url=store_url),
         "metric_store": MetricStore(url=store_url),
         "product_db": ProductDatabase(url=product_url, tables=[CountedTable(**t) for t in tables]),
+        "crawler_registry": CrawlerRegistry(url=product_url),
+        "event_log": EventLog(url=product_url, error_column="failed"),
     }
 
 
@@ -90,7 +101,8 @@ def platform_assets() -> list:
     from metrics_platform.definitions import build_definitions
     from metrics_platform.lib.database import PRODUCT_DATABASE_URL_ENV
 
-    defs = build_definitions(env={PRODUCT_DATABASE_URL_ENV: "set by the test's resources"})
+    defs = build_definitions(env={PRODUCT_DATABASE_URL_ENV: "set by the test's resources"},
+                             settings=TEST_SETTINGS)
     return [asset for asset in defs.assets if isinstance(asset, dg.AssetsDefinition)]
 
 

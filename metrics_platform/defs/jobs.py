@@ -10,7 +10,7 @@ HOURLY_JOB = "hourly_metrics"
 DAILY_JOB = "daily_metrics"
 
 
-def build_jobs(raw_keys: Sequence[dg.AssetKey]) -> list:
+def build_jobs(raw_keys: Sequence[dg.AssetKey], daily_keys: Sequence[dg.AssetKey]) -> list:
     return [
         dg.define_asset_job(
             HOURLY_JOB,
@@ -19,7 +19,7 @@ def build_jobs(raw_keys: Sequence[dg.AssetKey]) -> list:
         ),
         dg.define_asset_job(
             DAILY_JOB,
-            selection=dg.AssetSelection.assets(DAILY_VALUES_KEY),
-            description="Daily rollups of the hourly values, for one day or a range of days.",
+            selection=dg.AssetSelection.assets(*daily_keys, DAILY_VALUES_KEY),
+            description="Daily values (rollups and the sources' own daily assets), for a day or a range.",
         ),
     ]

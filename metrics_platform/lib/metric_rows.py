@@ -19,6 +19,7 @@ import pandas as pd
 from metrics_platform.lib.errors import ConfigurationError, SourceError
 
 METRIC_ROW_COLUMNS = ["hour", "metric", "value"]
+DAILY_ROW_COLUMNS = ["day", "metric", "value"]
 METRIC_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:\-]{0,199}")
 
 
@@ -102,3 +103,31 @@ def check_metric_frame(source: str, frame: pd.DataFrame) -> pd.DataFrame:
             source, f"metric {row['metric']!r} reported twice for hour {row['hour'].isoformat()}"
         )
     return frame.sort_values(["hour", "metric"], ignore_index=True)
+
+
+def sanitize_name_part(text: str) -> str:
+    """A label or event type made safe for a metric name: runs of other characters become `_`."""
+    return re.sub(r"[^A-Za-z0-9_:\-]+", "_", str(text)).strip("_") or "_"
+
+
+def daily_metric_frame(source: str, days, metrics, values) -> pd.DataFrame:
+    """A checked (day, metric, value) frame, for values a source computes per day itself."""
+    hours = [pd.Timestamp(day).tz_localize("UTC") if day is not None else None for day in days]
+    frame = metric_frame(source, hours, metrics, values)
+    return pd.DataFrame(
+        {
+            "day": pd.Series([h.date() for h in frame["hour"]], dtype=object),
+            "metric": frame["metric"],
+            "value": frame["value"],
+        }
+    )
+
+
+def empty_daily_frame() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "day": pd.Series([], dtype=object),
+            "metric": pd.Series([], dtype=object),
+            "value": pd.Series([], dtype="float64"),
+        }
+    )

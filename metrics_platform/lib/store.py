@@ -3,7 +3,9 @@
 Tables (schema `metrics`):
 
 - `metric`: the catalog. One row per metric name, with its description, unit, aggregation kind
-  (`sum` for counters, `last` for gauges) and the source that produces it.
+  and the source that produces it. The kind says how a day is made of hours: `sum` for
+  counters, `last` for gauges (the end-of-day value), `recomputed` for values that cannot be
+  derived from hourly values (percentiles): their source computes each day from raw data.
 - `hourly_values`: (metric_id, hour, value); `hour` is the UTC start of the hour.
 - `daily_values`: (metric_id, day, value).
 
@@ -27,8 +29,8 @@ import psycopg2.extensions
 from metrics_platform.lib.errors import ConfigurationError
 
 SCHEMA = "metrics"
-Aggregation = Literal["sum", "last"]
-AGGREGATIONS: tuple[str, ...] = ("sum", "last")
+Aggregation = Literal["sum", "last", "recomputed"]
+AGGREGATIONS: tuple[str, ...] = ("sum", "last", "recomputed")
 
 # Keys for pg_advisory_xact_lock; arbitrary but fixed.
 _MIGRATION_LOCK_KEY = 4_712_001
@@ -81,6 +83,15 @@ MIGRATIONS: Sequence[tuple[int, str, str]] = (
         SELECT m.name AS metric, v.day AS date, v.value
         FROM metrics.daily_values v
         JOIN metrics.metric m ON m.id = v.metric_id;
+        """,
+    ),
+    (
+        2,
+        "aggregation kind `recomputed` for daily values computed from raw data",
+        """
+        ALTER TABLE metrics.metric DROP CONSTRAINT metric_aggregation_check;
+        ALTER TABLE metrics.metric ADD CONSTRAINT metric_aggregation_check
+            CHECK (aggregation IN ('sum', 'last', 'recomputed'));
         """,
     ),
 )

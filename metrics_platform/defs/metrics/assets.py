@@ -95,27 +95,71 @@ def build_hourly_values(raw_keys: Sequence[dg.AssetKey]) -> dg.AssetsDefinition:
     return hourly_values
 
 
-@dg.asset(
-    key=DAILY_VALUES_KEY,
-    group_name=GROUP,
-    kinds={"postgres", "pandas"},
-    ins={"hourly_values": dg.AssetIn(key=HOURLY_VALUES_KEY)},
-    partitions_def=daily_partitions,
-    backfill_policy=single_run,
-    metadata={"partition_expr": "day"},
-)
-def daily_values(
-    context: dg.AssetExecutionContext, metric_store: MetricStore, hourly_values: pd.DataFrame
+def combine_daily(
+    rolled_up: pd.DataFrame, computed: dict[str, pd.DataFrame], ids: dict[str, int]
 ) -> pd.DataFrame:
-    """Each metric rolled up per UTC day: counters summed, gauges at their end-of-day value."""
-    catalog = metric_store.catalog(hourly_values["metric_id"].unique().tolist())
-    daily = rollup_daily(hourly_values, {i: entry.aggregation for i, entry in catalog.items()})
-    context.add_output_metadata(
-        {
-            **_window_metadata(context),
-            "hours_in": dg.MetadataValue.int(hourly_values["hour"].nunique() if len(hourly_values) else 0),
-            "rows_in": dg.MetadataValue.int(len(hourly_values)),
-            "rows_out": dg.MetadataValue.int(len(daily)),
-        }
+    """Rolled-up daily values plus the days sources computed themselves from raw data."""
+    parts = [rolled_up]
+    for name, frame in computed.items():
+        if not len(frame):
+            continue
+        unknown = sorted(set(frame["metric"]) - set(ids))
+        if unknown:
+            raise MetricsPlatformError(f"{name}: metric {unknown[0]!r} is not in the catalog")
+        parts.append(pd.DataFrame({"metric_id": frame["metric"].map(ids).astype("int64"),
+                                   "day": frame["day"], "value": frame["value"]}))
+    daily = pd.concat(parts, ignore_index=True)
+    clash = daily.duplicated(["metric_id", "day"])
+    if clash.any():
+        raise MetricsPlatformError(
+            f"metric id {daily.loc[clash, 'metric_id'].iloc[0]} has two daily values for one day"
+        )
+    return daily.sort_values(["metric_id", "day"], ignore_index=True)
+
+
+def build_daily_values(computed_keys: Sequence[dg.AssetKey]) -> dg.AssetsDefinition:
+    """The daily values asset over the hourly values and the sources' own daily assets."""
+    ins = {
+        "hourly_values": dg.AssetIn(key=HOURLY_VALUES_KEY),
+        **{key.to_python_identifier(): dg.AssetIn(key=key) for key in computed_keys},
+    }
+
+    @dg.asset(
+        key=DAILY_VALUES_KEY,
+        group_name=GROUP,
+        kinds={"postgres", "pandas"},
+        ins=ins,
+        partitions_def=daily_partitions,
+        backfill_policy=single_run,
+        metadata={"partition_expr": "day"},
     )
-    return daily
+    def daily_values(
+        context: dg.AssetExecutionContext,
+        metric_store: MetricStore,
+        hourly_values: pd.DataFrame,
+        **computed: pd.DataFrame,
+    ) -> pd.DataFrame:
+        """Each metric per UTC day: counters summed, gauges at their end-of-day value,
+        percentiles recomputed from the day's raw data."""
+        catalog = metric_store.catalog(hourly_values["metric_id"].unique().tolist())
+        rolled_up = rollup_daily(
+            hourly_values, {i: entry.aggregation for i, entry in catalog.items()}
+        )
+        names = set()
+        for frame in computed.values():
+            names |= set(frame["metric"]) if len(frame) else set()
+        daily = combine_daily(rolled_up, computed, metric_store.metric_ids(names))
+        context.add_output_metadata(
+            {
+                **_window_metadata(context),
+                "hours_in": dg.MetadataValue.int(
+                    hourly_values["hour"].nunique() if len(hourly_values) else 0
+                ),
+                "rows_in": dg.MetadataValue.int(len(hourly_values)),
+                **{f"rows_in/{n}": dg.MetadataValue.int(len(f)) for n, f in computed.items()},
+                "rows_out": dg.MetadataValue.int(len(daily)),
+            }
+        )
+        return daily
+
+    return daily_values

@@ -17,7 +17,9 @@ def rollup_daily(
     """(metric_id, hour, value) -> (metric_id, day, value).
 
     Counters (`sum`) add up the day's hours; gauges (`last`) take the value of the day's latest
-    hour. `day` is the calendar day of the hour in `timezone`.
+    hour; `recomputed` metrics (percentiles) are left out: averaging hourly percentiles would be
+    wrong, their sources compute each day from raw data. `day` is the calendar day of the hour
+    in `timezone`.
     """
     if hourly.empty:
         return pd.DataFrame(

@@ -6,7 +6,7 @@ non-materializable asset whose description starts with "Disabled:" and the reaso
 out of the hourly values' inputs, so nothing waits for it and nothing fails because of it.
 """
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import dagster as dg
@@ -16,10 +16,14 @@ DISABLED_TAG = "metrics_platform/source_status"
 
 @dataclass(frozen=True)
 class SourceDefinition:
+    """A source's raw hourly asset, the daily assets it computes from raw data (if any), the
+    resources they need, and why it is disabled (None when enabled)."""
+
     name: str
     asset: dg.AssetsDefinition
     resources: Mapping[str, object] = field(default_factory=dict)
     disabled_reason: str | None = None
+    daily_assets: Sequence[dg.AssetsDefinition] = ()
 
     @property
     def enabled(self) -> bool:
@@ -29,11 +33,19 @@ class SourceDefinition:
     def key(self) -> dg.AssetKey:
         return self.asset.key
 
-    def for_definitions(self) -> dg.AssetsDefinition | dg.AssetSpec:
-        """The asset itself, or a disabled stand-in that tells the UI why."""
+    @property
+    def daily_keys(self) -> list[dg.AssetKey]:
+        return [asset.key for asset in self.daily_assets]
+
+    def for_definitions(self) -> list[dg.AssetsDefinition | dg.AssetSpec]:
+        """The assets themselves, or disabled stand-ins that tell the UI why."""
+        assets = [self.asset, *self.daily_assets]
         if self.enabled:
-            return self.asset
-        spec = self.asset.specs_by_key[self.asset.key]
+            return assets
+        return [self._disabled(asset) for asset in assets]
+
+    def _disabled(self, asset: dg.AssetsDefinition) -> dg.AssetSpec:
+        spec = asset.specs_by_key[asset.key]
         return dg.AssetSpec(
             key=spec.key,
             group_name=spec.group_name,

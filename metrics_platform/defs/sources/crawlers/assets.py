@@ -1,0 +1,54 @@
+"""The raw crawler-status asset."""
+
+import dagster as dg
+
+from metrics_platform.defs.metric_store import MetricStore
+from metrics_platform.defs.partitions import hourly_partitions, single_run
+from metrics_platform.defs.sources.crawlers import SOURCE
+from metrics_platform.defs.sources.crawlers.normalize import METRICS, normalize_status
+from metrics_platform.defs.sources.crawlers.resource import CrawlerRegistry
+from metrics_platform.defs.sources.failures import source_failures
+from metrics_platform.lib.store import MetricSpec
+
+STATUS_KEY = dg.AssetKey(["raw", "crawler_status"])
+EVERY_HOUR_REPORTED = "every_hour_reported"
+SPECS = [
+    MetricSpec("spider.total", "last", SOURCE, "crawlers", "Crawlers existing at the end of the period."),
+    MetricSpec("spider.active", "last", SOURCE, "crawlers", "Crawlers working on a stage at the end of the period."),
+    MetricSpec("spider.idle", "last", SOURCE, "crawlers", "Crawlers with no current stage at the end of the period."),
+]
+
+
+@dg.asset(
+    key=STATUS_KEY,
+    group_name=SOURCE,
+    kinds={"postgres", "pandas"},
+    partitions_def=hourly_partitions,
+    backfill_policy=single_run,
+    retry_policy=dg.RetryPolicy(max_retries=2, delay=10, backoff=dg.Backoff.EXPONENTIAL),
+    metadata={"partition_expr": "hour", "primary_key": ["metric", "hour"]},
+    check_specs=[dg.AssetCheckSpec(EVERY_HOUR_REPORTED, asset=STATUS_KEY,
+                                   description="Total, active and idle crawlers for every hour.")],
+)
+def crawler_status(
+    context: dg.AssetExecutionContext, crawler_registry: CrawlerRegistry, metric_store: MetricStore
+):
+    """Crawlers existing, active and idle at the end of every UTC hour, from the product database."""
+    window = context.partition_time_window
+    with source_failures():
+        rows = crawler_registry.status_counts(window.start, window.end)
+        frame = normalize_status(rows)
+    metric_store.register_metrics(SPECS)
+    hours = int((window.end - window.start).total_seconds() // 3600)
+    yield dg.Output(frame, metadata={
+        "window_start": dg.MetadataValue.timestamp(window.start),
+        "window_end": dg.MetadataValue.timestamp(window.end),
+        "rows_read": dg.MetadataValue.int(len(rows)),
+        "rows_written": dg.MetadataValue.int(len(frame)),
+        "rows_rejected": dg.MetadataValue.int(0),
+    })
+    yield dg.AssetCheckResult(
+        check_name=EVERY_HOUR_REPORTED,
+        passed=len(frame) == hours * len(METRICS),
+        metadata={"rows": len(frame), "expected": hours * len(METRICS)},
+    )

@@ -1,0 +1,107 @@
+"""The product's crawler tables: every crawler's status at the end of each hour.
+
+Two tables: the crawlers themselves (id, creation time, optional deletion time) and a history of
+status changes (crawler id, current stage, time of the change). A crawler whose latest change
+before the end of the hour names a stage is active (it is working on that stage); one with no
+stage, or no change yet, is idle.
+"""
+
+from datetime import datetime
+
+import dagster as dg
+import psycopg2
+from psycopg2 import sql
+from pydantic import Field, field_validator
+
+from metrics_platform.defs.sources.crawlers import SOURCE, URL_ENV_DEFAULT
+from metrics_platform.lib.database import connect
+from metrics_platform.lib.errors import MetricsPlatformError, SourceError
+from metrics_platform.lib.identifiers import QualifiedName, validate_identifier
+
+_STATUS_AT_HOUR_ENDS = sql.SQL(
+    """
+    WITH hours AS (
+        SELECT generate_series(%(start)s::timestamptz, %(end)s::timestamptz - interval '1 hour',
+                               interval '1 hour') + interval '1 hour' AS hour_end
+    ), states AS (
+        SELECT {status_crawler} AS crawler_id,
+               coalesce({stage} <> '', false) AS active,
+               {changed_at} AS valid_from,
+               lead({changed_at}) OVER (PARTITION BY {status_crawler} ORDER BY {changed_at}) AS valid_to
+        FROM {status_table}
+        WHERE {changed_at} < %(end)s
+    ), crawlers AS (
+        SELECT {id} AS id, {created_at} AS created_at, {deleted_at} AS deleted_at
+        FROM {crawlers_table}
+    )
+    SELECT h.hour_end - interval '1 hour' AS hour,
+           count(c.id) AS total,
+           count(c.id) FILTER (WHERE s.active) AS active
+    FROM hours h
+    LEFT JOIN crawlers c
+           ON c.created_at < h.hour_end AND (c.deleted_at IS NULL OR c.deleted_at >= h.hour_end)
+    LEFT JOIN states s
+           ON s.crawler_id = c.id AND s.valid_from < h.hour_end
+          AND (s.valid_to IS NULL OR s.valid_to >= h.hour_end)
+    GROUP BY h.hour_end
+    ORDER BY h.hour_end
+    """
+)
+
+
+class CrawlerRegistry(dg.ConfigurableResource):
+    """Read-only access to the product's crawler and crawler-status tables."""
+
+    url: str = Field(description=f"Postgres URL of the product database ({URL_ENV_DEFAULT}).")
+    crawlers_table: str = Field(default="spiders", description="Table of crawlers.")
+    id_column: str = Field(default="id", description="Crawler id column.")
+    created_at_column: str = Field(default="created_at", description="Crawler creation time.")
+    deleted_at_column: str | None = Field(default=None, description="Crawler deletion time, if any.")
+    status_table: str = Field(default="spider_status", description="History of status changes.")
+    status_crawler_column: str = Field(default="spider_id", description="Crawler id in the history.")
+    stage_column: str = Field(default="stage", description="Current stage; empty or null = idle.")
+    changed_at_column: str = Field(default="changed_at", description="Time of the status change.")
+
+    @field_validator("crawlers_table", "status_table")
+    @classmethod
+    def _tables(cls, value: str, info) -> str:
+        QualifiedName.parse(value, key=f"crawlers.{info.field_name}")
+        return value
+
+    @field_validator("id_column", "created_at_column", "deleted_at_column", "status_crawler_column",
+                     "stage_column", "changed_at_column")
+    @classmethod
+    def _columns(cls, value: str | None, info) -> str | None:
+        if value is not None:
+            validate_identifier(value, key=f"crawlers.{info.field_name}")
+        return value
+
+    def status_counts(self, start: datetime, end: datetime) -> list[tuple[datetime, int, int]]:
+        """(hour, crawlers existing, crawlers active) at the end of every hour of [start, end)."""
+        ident = sql.Identifier
+        query = _STATUS_AT_HOUR_ENDS.format(
+            status_crawler=ident(self.status_crawler_column),
+            stage=ident(self.stage_column),
+            changed_at=ident(self.changed_at_column),
+            status_table=QualifiedName.parse(self.status_table, key="crawlers.status_table").sql(),
+            id=ident(self.id_column),
+            created_at=ident(self.created_at_column),
+            deleted_at=ident(self.deleted_at_column) if self.deleted_at_column
+            else sql.SQL("NULL::timestamptz"),
+            crawlers_table=QualifiedName.parse(self.crawlers_table, key="crawlers.crawlers_table").sql(),
+        )
+        try:
+            conn = connect(self.url, application_name="metrics_platform crawlers", key="crawlers")
+        except MetricsPlatformError as exc:
+            raise SourceError(SOURCE, str(exc), transient=True) from None
+        try:
+            conn.set_session(readonly=True)
+            with conn, conn.cursor() as cur:
+                cur.execute(query, {"start": start, "end": end})
+                return cur.fetchall()
+        except psycopg2.Error as exc:
+            message = (exc.pgerror or str(exc)).strip().splitlines()[0]
+            raise SourceError(SOURCE, f"reading crawler status: {message}",
+                              transient=isinstance(exc, psycopg2.OperationalError)) from None
+        finally:
+            conn.close()

@@ -1,0 +1,76 @@
+"""Pure normalization of event statistics into metric rows.
+
+Per event type `<type>` (sanitized for metric names): `events.<type>.count` (counter),
+`events.<type>.errors` (counter, with an error column) and `events.<type>.duration.p<N>`
+(percentiles; the daily values are recomputed from the day's raw timings). A type with no
+timings in a period reports no percentiles for it, rather than a zero.
+"""
+
+from collections.abc import Sequence
+
+import pandas as pd
+
+from metrics_platform.defs.sources.events import SOURCE
+from metrics_platform.lib.errors import SourceError
+from metrics_platform.lib.metric_rows import (
+    daily_metric_frame,
+    empty_daily_frame,
+    empty_metric_frame,
+    metric_frame,
+    sanitize_name_part,
+)
+
+
+def metric_prefix(event_type: object) -> str:
+    if event_type is None or str(event_type).strip() == "":
+        raise SourceError(SOURCE, "an event has no type")
+    return f"events.{sanitize_name_part(event_type)}"
+
+
+def percentile_names(event_type: object, percentiles: Sequence[int]) -> list[str]:
+    return [f"{metric_prefix(event_type)}.duration.p{p}" for p in percentiles]
+
+
+def _explode(rows: Sequence[tuple], percentiles: Sequence[int], *, counts: bool):
+    periods, names, values = [], [], []
+    seen: dict[str, object] = {}
+    for period, event_type, events, errors, timings in rows:
+        prefix = metric_prefix(event_type)
+        if seen.setdefault(prefix, event_type) != event_type:
+            raise SourceError(
+                SOURCE, f"event types {seen[prefix]!r} and {event_type!r} both map to {prefix}"
+            )
+        metrics: list[tuple[str, object]] = []
+        if counts:
+            metrics.append((f"{prefix}.count", events))
+            if errors is not None:
+                metrics.append((f"{prefix}.errors", errors))
+        if timings is not None:
+            if len(timings) != len(percentiles):
+                raise SourceError(SOURCE, f"{prefix}: {len(timings)} percentiles for {len(percentiles)}")
+            metrics += [(name, v) for name, v in zip(percentile_names(event_type, percentiles), timings)
+                        if v is not None]
+        for name, value in metrics:
+            periods.append(period)
+            names.append(name)
+            values.append(value)
+    return periods, names, values
+
+
+def normalize_hourly(rows: Sequence[tuple], percentiles: Sequence[int]) -> pd.DataFrame:
+    """(hour, type, events, errors, percentiles) rows -> long hourly metric rows."""
+    hours, names, values = _explode(rows, percentiles, counts=True)
+    if not names:
+        return empty_metric_frame()
+    frame = metric_frame(SOURCE, hours, names, values)
+    if (frame["value"] < 0).any():
+        raise SourceError(SOURCE, "a count or duration is negative")
+    return frame
+
+
+def normalize_daily(rows: Sequence[tuple], percentiles: Sequence[int]) -> pd.DataFrame:
+    """(day, type, events, errors, percentiles) rows -> (day, metric, value) percentile rows."""
+    days, names, values = _explode(rows, percentiles, counts=False)
+    if not names:
+        return empty_daily_frame()
+    return daily_metric_frame(SOURCE, days, names, values)
