@@ -5,6 +5,7 @@ from collections.abc import Mapping
 
 import dagster as dg
 
+from metrics_platform.defs.automation.schedules import automation_sensor, build_schedules
 from metrics_platform.defs.jobs import build_jobs
 from metrics_platform.defs.metrics.assets import build_daily_values, build_hourly_values
 from metrics_platform.defs.resources import shared_resources
@@ -39,6 +40,8 @@ def build_definitions(
             build_daily_values(daily_keys),
         ],
         jobs=build_jobs(raw_keys, daily_keys),
+        schedules=build_schedules(enabled, section(settings, "schedule")),
+        sensors=[automation_sensor],
         resources={
             **shared_resources(),
             **{key: res for source in enabled for key, res in source.resources.items()},

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 import dagster as dg
 import pandas as pd
 
+from metrics_platform.defs.automation.conditions import FOLLOW_ANY_SOURCE, WHEN_THE_DAY_IS_COMPLETE
 from metrics_platform.defs.metric_store import MetricStore
 from metrics_platform.defs.metrics.rollup import rollup_daily
 from metrics_platform.defs.partitions import daily_partitions, hourly_partitions, single_run
@@ -73,6 +74,7 @@ def build_hourly_values(raw_keys: Sequence[dg.AssetKey]) -> dg.AssetsDefinition:
         partitions_def=hourly_partitions,
         backfill_policy=single_run,
         metadata={"partition_expr": "hour"},
+        automation_condition=FOLLOW_ANY_SOURCE,
     )
     def hourly_values(
         context: dg.AssetExecutionContext, metric_store: MetricStore, **raw: pd.DataFrame
@@ -132,6 +134,7 @@ def build_daily_values(computed_keys: Sequence[dg.AssetKey]) -> dg.AssetsDefinit
         partitions_def=daily_partitions,
         backfill_policy=single_run,
         metadata={"partition_expr": "day"},
+        automation_condition=WHEN_THE_DAY_IS_COMPLETE,
     )
     def daily_values(
         context: dg.AssetExecutionContext,

@@ -3,6 +3,7 @@
 import dagster as dg
 import pandas as pd
 
+from metrics_platform.defs.automation.conditions import WHEN_THE_DAY_IS_COMPLETE
 from metrics_platform.defs.metric_store import MetricStore
 from metrics_platform.defs.partitions import daily_partitions, hourly_partitions, single_run
 from metrics_platform.defs.sources.events import SOURCE
@@ -77,6 +78,8 @@ def events_hourly(
 
 @dg.asset(
     key=DAILY_KEY,
+    deps=[HOURLY_KEY],  # recomputed whenever any hour of its day re-lands
+    automation_condition=WHEN_THE_DAY_IS_COMPLETE,
     group_name=SOURCE,
     kinds={"postgres", "pandas"},
     partitions_def=daily_partitions,
