@@ -6,10 +6,19 @@ from collections.abc import Sequence
 import dagster as dg
 import pandas as pd
 
-from metrics_platform.defs.automation.conditions import FOLLOW_ANY_SOURCE, WHEN_THE_DAY_IS_COMPLETE
+from metrics_platform.defs.automation.conditions import (
+    FOLLOW_ANY_SOURCE,
+    WHEN_THE_DAY_IS_COMPLETE,
+)
 from metrics_platform.defs.metric_store import MetricStore
 from metrics_platform.defs.metrics.rollup import rollup_daily
-from metrics_platform.defs.partitions import daily_partitions, hourly_partitions, single_run
+from metrics_platform.defs.partitions import (
+    BUSINESS_TIMEZONE,
+    daily_partitions,
+    hourly_partitions,
+    single_run,
+    utc_window,
+)
 from metrics_platform.lib.errors import MetricsPlatformError
 
 HOURLY_VALUES_KEY = dg.AssetKey(["metrics", "hourly_values"])
@@ -18,10 +27,10 @@ GROUP = "metrics"
 
 
 def _window_metadata(context: dg.AssetExecutionContext) -> dict[str, dg.MetadataValue]:
-    window = context.partition_time_window
+    start, end = utc_window(context)
     return {
-        "window_start": dg.MetadataValue.timestamp(window.start),
-        "window_end": dg.MetadataValue.timestamp(window.end),
+        "window_start": dg.MetadataValue.timestamp(start),
+        "window_end": dg.MetadataValue.timestamp(end),
     }
 
 
@@ -142,11 +151,13 @@ def build_daily_values(computed_keys: Sequence[dg.AssetKey]) -> dg.AssetsDefinit
         hourly_values: pd.DataFrame,
         **computed: pd.DataFrame,
     ) -> pd.DataFrame:
-        """Each metric per UTC day: counters summed, gauges at their end-of-day value,
+        """Each metric per business day: counters summed, gauges at their end-of-day value,
         percentiles recomputed from the day's raw data."""
         catalog = metric_store.catalog(hourly_values["metric_id"].unique().tolist())
         rolled_up = rollup_daily(
-            hourly_values, {i: entry.aggregation for i, entry in catalog.items()}
+            hourly_values,
+            {i: entry.aggregation for i, entry in catalog.items()},
+            timezone=BUSINESS_TIMEZONE,
         )
         names = set()
         for frame in computed.values():

@@ -3,6 +3,8 @@ a DB client (`PostgresDbClient`) and a pandas type handler on top of Dagster's `
 
 from metrics_platform.lib.postgres_io.client import PostgresDbClient
 from metrics_platform.lib.postgres_io.io_manager import PostgresPandasIOManager
-from metrics_platform.lib.postgres_io.pandas_type_handler import PostgresPandasTypeHandler
+from metrics_platform.lib.postgres_io.pandas_type_handler import (
+    PostgresPandasTypeHandler,
+)
 
 __all__ = ["PostgresDbClient", "PostgresPandasIOManager", "PostgresPandasTypeHandler"]

@@ -14,7 +14,11 @@ from datetime import datetime
 import dagster as dg
 import psycopg2.extensions
 from dagster._core.definitions.partitions.utils import TimeWindow
-from dagster._core.storage.db_io_manager import DbClient, TablePartitionDimension, TableSlice
+from dagster._core.storage.db_io_manager import (
+    DbClient,
+    TablePartitionDimension,
+    TableSlice,
+)
 from psycopg2 import sql
 
 from metrics_platform.lib.database import connect
@@ -35,14 +39,28 @@ def table_exists(cursor, table_slice: TableSlice) -> bool:
     return cursor.fetchone()[0]
 
 
+def column_types(cursor, table_slice: TableSlice) -> dict[str, str]:
+    """Column name -> formatted Postgres type, in table order (empty for a missing table)."""
+    cursor.execute(
+        """SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute
+           WHERE attrelid = to_regclass(%s) AND attnum > 0 AND NOT attisdropped
+           ORDER BY attnum""",
+        (f'"{table_slice.schema}"."{table_slice.table}"',),
+    )
+    return dict(cursor.fetchall())
+
+
 def slice_condition(
     dimensions: Sequence[TablePartitionDimension] | None,
+    types: dict[str, str] | None = None,
 ) -> tuple[sql.Composable, list]:
     """A WHERE condition and its bound parameters selecting exactly the slice's partitions.
 
     Time windows are half-open (`>= start AND < end`), so a slice never touches the next
-    partition's first row. `partition_expr` is code-defined metadata (a column or an expression),
-    never configuration; partition values are always bound parameters.
+    partition's first row. A `date` column is bounded by the window's calendar dates in the
+    window's own time zone (a business day in Europe/Paris is that day, whatever UTC says).
+    `partition_expr` is code-defined metadata (a column or an expression), never
+    configuration; partition values are always bound parameters.
     """
     if not dimensions:
         return sql.SQL("TRUE"), []
@@ -51,8 +69,11 @@ def slice_condition(
     for dimension in dimensions:
         expr = sql.SQL(dimension.partition_expr)
         if isinstance(dimension.partitions, TimeWindow):
+            start, end = dimension.partitions.start, dimension.partitions.end
+            if (types or {}).get(dimension.partition_expr) == "date":
+                start, end = start.date(), end.date()
             parts.append(sql.SQL("({expr} >= %s AND {expr} < %s)").format(expr=expr))
-            params += [dimension.partitions.start, dimension.partitions.end]
+            params += [start, end]
         else:
             parts.append(sql.SQL("{expr} = ANY(%s)").format(expr=expr))
             params.append(list(dimension.partitions))
@@ -113,9 +134,10 @@ class PostgresDbClient(DbClient):
         connection: psycopg2.extensions.connection,
     ) -> None:
         with connection.cursor() as cur:
-            if not table_exists(cur, table_slice):
+            types = column_types(cur, table_slice)
+            if not types:
                 return
-            condition, params = slice_condition(table_slice.partition_dimensions)
+            condition, params = slice_condition(table_slice.partition_dimensions, types)
             cur.execute(
                 sql.SQL("DELETE FROM {table} WHERE {condition}").format(
                     table=table_identifier(table_slice), condition=condition

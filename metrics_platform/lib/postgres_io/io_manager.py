@@ -18,7 +18,9 @@ from pydantic import Field
 
 from metrics_platform.lib.database import connect
 from metrics_platform.lib.postgres_io.client import PostgresDbClient
-from metrics_platform.lib.postgres_io.pandas_type_handler import PostgresPandasTypeHandler
+from metrics_platform.lib.postgres_io.pandas_type_handler import (
+    PostgresPandasTypeHandler,
+)
 from metrics_platform.lib.store import migrate
 
 

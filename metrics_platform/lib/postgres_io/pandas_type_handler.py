@@ -11,7 +11,6 @@ types Postgres reports, so an empty slice still comes back with the right column
 
 from __future__ import annotations
 
-
 import io
 from collections.abc import Mapping, Sequence
 
@@ -24,7 +23,12 @@ from psycopg2 import sql
 
 from metrics_platform.lib.errors import WriteError
 from metrics_platform.lib.identifiers import validate_identifier
-from metrics_platform.lib.postgres_io.client import slice_condition, table_exists, table_identifier
+from metrics_platform.lib.postgres_io.client import (
+    column_types,
+    slice_condition,
+    table_exists,
+    table_identifier,
+)
 
 PREVIEW_ROWS = 5
 
@@ -63,17 +67,6 @@ def _parse_column(values: pd.Series, pg_type: str) -> pd.Series:
     return values.astype("string")
 
 
-def table_columns(cursor, table_slice: TableSlice) -> dict[str, str]:
-    """Column name -> formatted Postgres type, in table order."""
-    cursor.execute(
-        """SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute
-           WHERE attrelid = to_regclass(%s) AND attnum > 0 AND NOT attisdropped
-           ORDER BY attnum""",
-        (f'"{table_slice.schema}"."{table_slice.table}"',),
-    )
-    return dict(cursor.fetchall())
-
-
 def primary_key(cursor, table_slice: TableSlice) -> list[str]:
     cursor.execute(
         """SELECT a.attname FROM pg_index i
@@ -95,7 +88,9 @@ def check_within_slice(frame: pd.DataFrame, table_slice: TableSlice) -> None:
             start, end = dimension.partitions.start, dimension.partitions.end
             values = frame[column]
             if pd.api.types.infer_dtype(values, skipna=True) == "date":
-                start, end = start.date(), end.date()
+                start, end = start.date(), end.date()  # the window's own calendar dates
+            else:
+                start, end = pd.Timestamp(start).tz_convert("UTC"), pd.Timestamp(end).tz_convert("UTC")
             outside = frame[(values < start) | (values >= end) | values.isna()]
         else:
             outside = frame[~frame[column].isin(list(dimension.partitions))]
@@ -159,7 +154,7 @@ class PostgresPandasTypeHandler(DbTypeHandler[pd.DataFrame]):
         with connection.cursor() as cur:
             if not table_exists(cur, table_slice):
                 _create_table(cur, table_slice, frame, metadata.get("primary_key") or [])
-            existing = table_columns(cur, table_slice)
+            existing = column_types(cur, table_slice)
             missing = [name for name in frame.columns if name not in existing]
             if missing:
                 raise WriteError(
@@ -231,14 +226,14 @@ class PostgresPandasTypeHandler(DbTypeHandler[pd.DataFrame]):
         with connection.cursor() as cur:
             if not table_exists(cur, table_slice):
                 return pd.DataFrame(columns=list(table_slice.columns or []))
-            types = table_columns(cur, table_slice)
+            types = column_types(cur, table_slice)
             names = list(table_slice.columns or types)
             unknown = [name for name in names if name not in types]
             if unknown:
                 raise WriteError(
                     f"{table_slice.schema}.{table_slice.table} has no column(s) {', '.join(unknown)}"
                 )
-            condition, params = slice_condition(table_slice.partition_dimensions)
+            condition, params = slice_condition(table_slice.partition_dimensions, types)
             query = sql.SQL("SELECT {columns} FROM {table} WHERE {condition}").format(
                 columns=sql.SQL(", ").join(map(sql.Identifier, names)),
                 table=table_identifier(table_slice),

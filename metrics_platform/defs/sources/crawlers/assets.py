@@ -3,7 +3,7 @@
 import dagster as dg
 
 from metrics_platform.defs.metric_store import MetricStore
-from metrics_platform.defs.partitions import hourly_partitions, single_run
+from metrics_platform.defs.partitions import hourly_partitions, single_run, utc_window
 from metrics_platform.defs.sources.crawlers import SOURCE
 from metrics_platform.defs.sources.crawlers.normalize import METRICS, normalize_status
 from metrics_platform.defs.sources.crawlers.resource import CrawlerRegistry
@@ -34,15 +34,15 @@ def crawler_status(
     context: dg.AssetExecutionContext, crawler_registry: CrawlerRegistry, metric_store: MetricStore
 ):
     """Crawlers existing, active and idle at the end of every UTC hour, from the product database."""
-    window = context.partition_time_window
+    start, end = utc_window(context)
     with source_failures():
-        rows = crawler_registry.status_counts(window.start, window.end)
+        rows = crawler_registry.status_counts(start, end)
         frame = normalize_status(rows)
     metric_store.register_metrics(SPECS)
-    hours = int((window.end - window.start).total_seconds() // 3600)
+    hours = int((end - start).total_seconds() // 3600)
     yield dg.Output(frame, metadata={
-        "window_start": dg.MetadataValue.timestamp(window.start),
-        "window_end": dg.MetadataValue.timestamp(window.end),
+        "window_start": dg.MetadataValue.timestamp(start),
+        "window_end": dg.MetadataValue.timestamp(end),
         "rows_read": dg.MetadataValue.int(len(rows)),
         "rows_written": dg.MetadataValue.int(len(frame)),
         "rows_rejected": dg.MetadataValue.int(0),

@@ -11,7 +11,10 @@ URL_ENV_DEFAULT = "METRICS_PLATFORM_PRODUCT_DATABASE_URL"
 
 
 def build_source(section: Mapping, env: Mapping[str, str]) -> SourceDefinition:
-    from metrics_platform.defs.sources.events.assets import events_daily_timings, events_hourly
+    from metrics_platform.defs.sources.events.assets import (
+        events_daily_timings,
+        events_hourly,
+    )
     from metrics_platform.defs.sources.events.resource import EventLog
 
     if not section:

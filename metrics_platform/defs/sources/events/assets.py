@@ -5,9 +5,18 @@ import pandas as pd
 
 from metrics_platform.defs.automation.conditions import WHEN_THE_DAY_IS_COMPLETE
 from metrics_platform.defs.metric_store import MetricStore
-from metrics_platform.defs.partitions import daily_partitions, hourly_partitions, single_run
+from metrics_platform.defs.partitions import (
+    BUSINESS_TIMEZONE,
+    daily_partitions,
+    hourly_partitions,
+    single_run,
+    utc_window,
+)
 from metrics_platform.defs.sources.events import SOURCE
-from metrics_platform.defs.sources.events.normalize import normalize_daily, normalize_hourly
+from metrics_platform.defs.sources.events.normalize import (
+    normalize_daily,
+    normalize_hourly,
+)
 from metrics_platform.defs.sources.events.resource import EventLog
 from metrics_platform.defs.sources.failures import source_failures
 from metrics_platform.lib.store import MetricSpec
@@ -33,10 +42,10 @@ def metric_specs(names: pd.Series, event_log: EventLog) -> list[MetricSpec]:
 
 
 def _metadata(context: dg.AssetExecutionContext, frame: pd.DataFrame, read: int) -> dict:
-    window = context.partition_time_window
+    start, end = utc_window(context)
     return {
-        "window_start": dg.MetadataValue.timestamp(window.start),
-        "window_end": dg.MetadataValue.timestamp(window.end),
+        "window_start": dg.MetadataValue.timestamp(start),
+        "window_end": dg.MetadataValue.timestamp(end),
         "rows_read": dg.MetadataValue.int(read),
         "rows_written": dg.MetadataValue.int(len(frame)),
         "rows_rejected": dg.MetadataValue.int(0),
@@ -67,9 +76,9 @@ def events_hourly(
     context: dg.AssetExecutionContext, event_log: EventLog, metric_store: MetricStore
 ):
     """Events per type and their latency percentiles for every UTC hour, from the product's event log."""
-    window = context.partition_time_window
+    start, end = utc_window(context)
     with source_failures():
-        rows = event_log.stats(window.start, window.end, by="hour")
+        rows = event_log.stats(start, end, by="hour")
         frame = normalize_hourly(rows, event_log.percentiles)
     metric_store.register_metrics(metric_specs(frame["metric"], event_log))
     yield dg.Output(frame, metadata=_metadata(context, frame, len(rows)))
@@ -93,10 +102,10 @@ def events_daily_timings(
     context: dg.AssetExecutionContext, event_log: EventLog, metric_store: MetricStore
 ):
     """Latency percentiles per event type for every day, computed from the day's raw timings."""
-    window = context.partition_time_window
+    start, end = utc_window(context)
     with source_failures():
-        rows = event_log.stats(window.start, window.end, by="day",
-                               timezone=str(window.start.tzinfo or "UTC"))
+        rows = event_log.stats(start, end, by="day",
+                               timezone=BUSINESS_TIMEZONE)
         frame = normalize_daily(rows, event_log.percentiles)
     metric_store.register_metrics(metric_specs(frame["metric"], event_log))
     yield dg.Output(frame, metadata=_metadata(context, frame, len(rows)))

@@ -9,7 +9,11 @@ from pydantic import Field, field_validator
 
 from metrics_platform.defs.sources.events import SOURCE, URL_ENV_DEFAULT
 from metrics_platform.lib.database import connect
-from metrics_platform.lib.errors import ConfigurationError, MetricsPlatformError, SourceError
+from metrics_platform.lib.errors import (
+    ConfigurationError,
+    MetricsPlatformError,
+    SourceError,
+)
 from metrics_platform.lib.identifiers import QualifiedName, validate_identifier
 
 # Percentiles over the window's timings, grouped by period and event type. `percentile_cont`

@@ -12,7 +12,10 @@ SOURCE = "product_db"
 
 def build_source(section: Mapping, env: Mapping[str, str]) -> SourceDefinition:
     from metrics_platform.defs.sources.product_db.assets import product_db_row_counts
-    from metrics_platform.defs.sources.product_db.resource import CountedTable, ProductDatabase
+    from metrics_platform.defs.sources.product_db.resource import (
+        CountedTable,
+        ProductDatabase,
+    )
 
     tables = [CountedTable(**table) for table in section.get("tables") or []]
     reason = None

@@ -7,9 +7,12 @@ import dagster as dg
 import pandas as pd
 
 from metrics_platform.defs.metric_store import MetricStore
-from metrics_platform.defs.partitions import hourly_partitions, single_run
+from metrics_platform.defs.partitions import hourly_partitions, single_run, utc_window
 from metrics_platform.defs.sources.failures import source_failures
-from metrics_platform.defs.sources.product_db.normalize import SOURCE, normalize_row_counts
+from metrics_platform.defs.sources.product_db.normalize import (
+    SOURCE,
+    normalize_row_counts,
+)
 from metrics_platform.defs.sources.product_db.resource import ProductDatabase
 from metrics_platform.lib.store import MetricSpec
 
@@ -50,19 +53,19 @@ def product_db_row_counts(
     context: dg.AssetExecutionContext, product_db: ProductDatabase, metric_store: MetricStore
 ):
     """Rows in each configured table of the product database at the end of every UTC hour."""
-    window = context.partition_time_window
+    start, end = utc_window(context)
     with source_failures():
-        counts = product_db.count_rows(window.start, window.end, now=datetime.now(timezone.utc))
+        counts = product_db.count_rows(start, end, now=datetime.now(timezone.utc))
         frame = normalize_row_counts({table.metric_name: series for table, series in counts})
     metric_store.register_metrics(metric_specs(product_db))
 
-    hours = int((window.end - window.start).total_seconds() // 3600)
+    hours = int((end - start).total_seconds() // 3600)
     snapshot_only = [t.table for t in product_db.tables if not t.created_at_column]
     yield dg.Output(
         frame,
         metadata={
-            "window_start": dg.MetadataValue.timestamp(window.start),
-            "window_end": dg.MetadataValue.timestamp(window.end),
+            "window_start": dg.MetadataValue.timestamp(start),
+            "window_end": dg.MetadataValue.timestamp(end),
             "tables": dg.MetadataValue.int(len(product_db.tables)),
             "rows_read": dg.MetadataValue.int(len(frame)),
             "rows_rejected": dg.MetadataValue.int(0),

@@ -7,10 +7,9 @@ from datetime import datetime
 
 import pandas as pd
 
+from metrics_platform.defs.sources.product_db import SOURCE
 from metrics_platform.lib.errors import SourceError
 from metrics_platform.lib.metric_rows import empty_metric_frame, metric_frame
-
-from metrics_platform.defs.sources.product_db import SOURCE
 
 
 def normalize_row_counts(counts: Mapping[str, Sequence[tuple[datetime, int]]]) -> pd.DataFrame:

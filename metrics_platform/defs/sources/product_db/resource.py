@@ -9,12 +9,12 @@ import psycopg2
 from psycopg2 import sql
 from pydantic import Field, field_validator, model_validator
 
+from metrics_platform.defs.sources.product_db import SOURCE
 from metrics_platform.lib.database import PRODUCT_DATABASE_URL_ENV, connect
 from metrics_platform.lib.errors import MetricsPlatformError, SourceError
 from metrics_platform.lib.identifiers import QualifiedName, validate_identifier
 from metrics_platform.lib.metric_rows import validate_metric_name
 
-from metrics_platform.defs.sources.product_db import SOURCE
 ONE_HOUR = timedelta(hours=1)
 
 
