@@ -5,9 +5,13 @@ from collections.abc import Mapping
 
 import dagster as dg
 
-from metrics_platform.defs.automation.schedules import automation_sensor, build_schedules
+from metrics_platform.defs.automation.schedules import (
+    automation_sensor,
+    build_schedules,
+)
 from metrics_platform.defs.jobs import build_jobs
 from metrics_platform.defs.metrics.assets import build_daily_values, build_hourly_values
+from metrics_platform.defs.metrics.kpis import build_kpi_assets, parse_kpis
 from metrics_platform.defs.resources import shared_resources
 from metrics_platform.defs.sources import crawlers, events, product_db
 from metrics_platform.defs.sources.registry import SourceDefinition
@@ -33,11 +37,13 @@ def build_definitions(
     enabled = [source for source in sources if source.enabled]
     raw_keys = [source.key for source in enabled]
     daily_keys = [key for source in enabled for key in source.daily_keys]
+    kpis = parse_kpis(settings.get("kpis") or [], [m for s in sources for m in s.metrics])
     return dg.Definitions(
         assets=[
             *(asset for source in sources for asset in source.for_definitions()),
             build_hourly_values(raw_keys),
             build_daily_values(daily_keys),
+            *build_kpi_assets(kpis),
         ],
         jobs=build_jobs(raw_keys, daily_keys),
         schedules=build_schedules(enabled, section(settings, "schedule")),

@@ -8,6 +8,7 @@ Tables (schema `metrics`):
   derived from hourly values (percentiles): their source computes each day from raw data.
 - `hourly_values`: (metric_id, hour, value); `hour` is the UTC start of the hour.
 - `daily_values`: (metric_id, day, value).
+- `hourly_kpis`, `daily_kpis`: the same shapes, for KPIs computed from the values.
 
 The primary keys make every write an idempotent upsert and serve Grafana's access pattern (one
 metric over a time range); the secondary time indexes serve the partition-window deletes.
@@ -92,6 +93,46 @@ MIGRATIONS: Sequence[tuple[int, str, str]] = (
         ALTER TABLE metrics.metric DROP CONSTRAINT metric_aggregation_check;
         ALTER TABLE metrics.metric ADD CONSTRAINT metric_aggregation_check
             CHECK (aggregation IN ('sum', 'last', 'recomputed'));
+        """,
+    ),
+    (
+        3,
+        "KPI values, hourly and daily, and views that include them",
+        """
+        CREATE TABLE metrics.hourly_kpis (
+            metric_id integer NOT NULL REFERENCES metrics.metric (id),
+            hour      timestamptz NOT NULL CHECK (date_trunc('hour', hour, 'UTC') = hour),
+            value     double precision NOT NULL
+                      CHECK (value > '-Infinity' AND value < 'Infinity'),
+            PRIMARY KEY (metric_id, hour)
+        );
+        CREATE INDEX hourly_kpis_hour_idx ON metrics.hourly_kpis (hour);
+        CREATE TABLE metrics.daily_kpis (
+            metric_id integer NOT NULL REFERENCES metrics.metric (id),
+            day       date NOT NULL,
+            value     double precision NOT NULL
+                      CHECK (value > '-Infinity' AND value < 'Infinity'),
+            PRIMARY KEY (metric_id, day)
+        );
+        CREATE INDEX daily_kpis_day_idx ON metrics.daily_kpis (day);
+
+        CREATE OR REPLACE VIEW metrics.hourly_values_by_name AS
+        SELECT m.name AS metric,
+               v.hour AS time,
+               (v.hour AT TIME ZONE 'UTC')::date AS date,
+               extract(hour FROM v.hour AT TIME ZONE 'UTC')::integer AS hour,
+               v.value
+        FROM (SELECT metric_id, hour, value FROM metrics.hourly_values
+              UNION ALL
+              SELECT metric_id, hour, value FROM metrics.hourly_kpis) v
+        JOIN metrics.metric m ON m.id = v.metric_id;
+
+        CREATE OR REPLACE VIEW metrics.daily_values_by_name AS
+        SELECT m.name AS metric, v.day AS date, v.value
+        FROM (SELECT metric_id, day, value FROM metrics.daily_values
+              UNION ALL
+              SELECT metric_id, day, value FROM metrics.daily_kpis) v
+        JOIN metrics.metric m ON m.id = v.metric_id;
         """,
     ),
 )

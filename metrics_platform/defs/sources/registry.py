@@ -17,13 +17,16 @@ DISABLED_TAG = "metrics_platform/source_status"
 @dataclass(frozen=True)
 class SourceDefinition:
     """A source's raw hourly asset, the daily assets it computes from raw data (if any), the
-    resources they need, and why it is disabled (None when enabled)."""
+    resources they need, why it is disabled (None when enabled), and the metrics it produces."""
 
     name: str
     asset: dg.AssetsDefinition
     resources: Mapping[str, object] = field(default_factory=dict)
     disabled_reason: str | None = None
     daily_assets: Sequence[dg.AssetsDefinition] = ()
+    # The metric names it can produce: exact names, or glob patterns (`events.*`) for families
+    # whose members come from the data. KPI formulas and completeness checks rely on them.
+    metrics: Sequence[str] = ()
 
     @property
     def enabled(self) -> bool:

@@ -1,0 +1,176 @@
+"""Declarative KPIs: the pirate metrics (acquisition, activation, retention and the rates between
+them) defined in the settings as formulas over other metrics, materialized hourly and daily.
+
+Hourly KPIs are computed from each hour's values, daily KPIs from each day's values (so a daily
+rate is a ratio of daily totals, never an average of hourly rates). Both are metrics of the
+catalog (source `kpi`), stored in `metrics.hourly_kpis` / `metrics.daily_kpis` and visible in
+the `*_by_name` views next to every other metric.
+"""
+
+import fnmatch
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import dagster as dg
+import pandas as pd
+
+from metrics_platform.defs.automation.conditions import (
+    FOLLOW_ANY_SOURCE,
+    WHEN_THE_DAY_IS_COMPLETE,
+)
+from metrics_platform.defs.metric_store import MetricStore
+from metrics_platform.defs.metrics.assets import (
+    DAILY_VALUES_KEY,
+    GROUP,
+    HOURLY_VALUES_KEY,
+)
+from metrics_platform.defs.partitions import (
+    daily_partitions,
+    hourly_partitions,
+    single_run,
+)
+from metrics_platform.lib.errors import ConfigurationError
+from metrics_platform.lib.formulas import Formula
+from metrics_platform.lib.metric_rows import validate_metric_name
+from metrics_platform.lib.store import MetricSpec
+
+SOURCE = "kpi"
+HOURLY_KPIS_KEY = dg.AssetKey(["metrics", "hourly_kpis"])
+DAILY_KPIS_KEY = dg.AssetKey(["metrics", "daily_kpis"])
+WITHIN_BOUNDS = "kpis_within_bounds"
+
+
+@dataclass(frozen=True)
+class Kpi:
+    name: str
+    formula: Formula
+    unit: str = ""
+    description: str = ""
+    bounds: tuple[float, float] | None = None
+
+    @property
+    def spec(self) -> MetricSpec:
+        text = self.description or f"KPI: {self.formula.text}"
+        return MetricSpec(self.name, "recomputed", SOURCE, self.unit, text)
+
+
+def parse_kpis(section: Sequence[Mapping], known_metrics: Sequence[str]) -> list[Kpi]:
+    """KPIs from the `kpis` settings; every metric a formula uses must be one a configured
+    source can produce (`known_metrics` holds names and glob patterns such as `events.*`)."""
+    if not isinstance(section, list):
+        raise ConfigurationError("kpis: expected a list of KPI definitions")
+    kpis: list[Kpi] = []
+    for index, entry in enumerate(section):
+        key = f"kpis[{index}]"
+        if not isinstance(entry, Mapping):
+            raise ConfigurationError(f"{key}: expected a mapping with name and formula")
+        unknown_keys = set(entry) - {"name", "formula", "unit", "description", "bounds"}
+        if unknown_keys:
+            raise ConfigurationError(f"{key}: unknown setting(s) {', '.join(sorted(unknown_keys))}")
+        name = validate_metric_name(entry.get("name"), key=f"{key}.name")
+        formula = Formula.parse(entry.get("formula"), key=f"{key}.formula")
+        for metric in formula.metrics:
+            if not any(fnmatch.fnmatchcase(metric, pattern) for pattern in known_metrics):
+                raise ConfigurationError(
+                    f"{key}.formula: no configured source produces the metric {metric!r}"
+                )
+        bounds = entry.get("bounds")
+        if bounds is not None:
+            if (not isinstance(bounds, list) or len(bounds) != 2
+                    or not all(isinstance(b, (int, float)) for b in bounds) or bounds[0] > bounds[1]):
+                raise ConfigurationError(f"{key}.bounds: expected [low, high], got {bounds!r}")
+            bounds = (float(bounds[0]), float(bounds[1]))
+        kpis.append(Kpi(name, formula, str(entry.get("unit", "")), str(entry.get("description", "")),
+                        bounds))
+    names = [kpi.name for kpi in kpis]
+    if len(set(names)) != len(names):
+        raise ConfigurationError("kpis: two KPIs have the same name")
+    return kpis
+
+
+def compute_kpis(values: pd.DataFrame, period: str, kpis: Sequence[Kpi]) -> pd.DataFrame:
+    """(period, metric, value) rows -> (period, metric, value) rows of every KPI, leaving out
+    periods where a KPI is undefined (missing operand, division by zero)."""
+    if values.empty or not kpis:
+        return pd.DataFrame({period: pd.Series([], dtype=values[period].dtype if period in values else object),
+                             "metric": pd.Series([], dtype=object),
+                             "value": pd.Series([], dtype="float64")})
+    wide = values.pivot(index=period, columns="metric", values="value")
+    parts = []
+    for kpi in kpis:
+        result = kpi.formula.evaluate(wide).dropna()
+        parts.append(pd.DataFrame({period: result.index, "metric": kpi.name, "value": result.values}))
+    return pd.concat(parts, ignore_index=True)
+
+
+def _named(frame: pd.DataFrame, period: str, metric_store: MetricStore) -> pd.DataFrame:
+    if frame.empty:
+        return pd.DataFrame({period: [], "metric": [], "value": []})
+    catalog = metric_store.catalog(frame["metric_id"].unique().tolist())
+    return frame.assign(metric=frame["metric_id"].map({i: e.name for i, e in catalog.items()}))
+
+
+def _with_ids(frame: pd.DataFrame, period: str, ids: Mapping[str, int]) -> pd.DataFrame:
+    return pd.DataFrame({"metric_id": frame["metric"].map(ids).astype("int64"),
+                         period: frame[period], "value": frame["value"].astype("float64")})
+
+
+def _bounds_check(kpis: Sequence[Kpi], frame: pd.DataFrame) -> dg.AssetCheckResult:
+    outside = []
+    for kpi in kpis:
+        if kpi.bounds is None:
+            continue
+        values = frame.loc[frame["metric"] == kpi.name, "value"]
+        bad = values[(values < kpi.bounds[0]) | (values > kpi.bounds[1])]
+        if len(bad):
+            outside.append(f"{kpi.name}: {len(bad)} value(s) outside {list(kpi.bounds)}, e.g. {bad.iloc[0]:g}")
+    return dg.AssetCheckResult(
+        check_name=WITHIN_BOUNDS, passed=not outside,
+        metadata={"outside": dg.MetadataValue.text("\n".join(outside) or "none")},
+    )
+
+
+def build_kpi_assets(kpis: Sequence[Kpi]) -> list[dg.AssetsDefinition]:
+    """Hourly and daily KPI assets for the configured KPIs."""
+
+    def compute(context, metric_store, upstream: pd.DataFrame, period: str):
+        named = _named(upstream, period, metric_store)
+        result = compute_kpis(named[[period, "metric", "value"]], period, kpis)
+        ids = metric_store.register_metrics([kpi.spec for kpi in kpis])
+        start, end = context.partition_time_window.start, context.partition_time_window.end
+        yield dg.Output(_with_ids(result, period, ids), metadata={
+            "window_start": dg.MetadataValue.timestamp(start),
+            "window_end": dg.MetadataValue.timestamp(end),
+            "kpis": dg.MetadataValue.int(len(kpis)),
+            "rows_in": dg.MetadataValue.int(len(upstream)),
+            "rows_out": dg.MetadataValue.int(len(result)),
+        })
+        yield _bounds_check(kpis, result)
+
+    @dg.asset(
+        key=HOURLY_KPIS_KEY, group_name=GROUP, kinds={"postgres", "pandas"},
+        ins={"hourly_values": dg.AssetIn(key=HOURLY_VALUES_KEY)},
+        partitions_def=hourly_partitions, backfill_policy=single_run,
+        metadata={"partition_expr": "hour"}, automation_condition=FOLLOW_ANY_SOURCE,
+        check_specs=[dg.AssetCheckSpec(WITHIN_BOUNDS, asset=HOURLY_KPIS_KEY,
+                                       description="Every KPI with declared bounds stays within them.")],
+    )
+    def hourly_kpis(context: dg.AssetExecutionContext, metric_store: MetricStore,
+                    hourly_values: pd.DataFrame):
+        """The KPIs of every UTC hour, computed from that hour's values (`metrics.hourly_kpis`)."""
+        yield from compute(context, metric_store, hourly_values, "hour")
+
+    @dg.asset(
+        key=DAILY_KPIS_KEY, group_name=GROUP, kinds={"postgres", "pandas"},
+        ins={"daily_values": dg.AssetIn(key=DAILY_VALUES_KEY)},
+        partitions_def=daily_partitions, backfill_policy=single_run,
+        metadata={"partition_expr": "day"}, automation_condition=WHEN_THE_DAY_IS_COMPLETE,
+        check_specs=[dg.AssetCheckSpec(WITHIN_BOUNDS, asset=DAILY_KPIS_KEY,
+                                       description="Every KPI with declared bounds stays within them.")],
+    )
+    def daily_kpis(context: dg.AssetExecutionContext, metric_store: MetricStore,
+                   daily_values: pd.DataFrame):
+        """The KPIs of every business day, computed from that day's values (`metrics.daily_kpis`)."""
+        yield from compute(context, metric_store, daily_values, "day")
+
+    return [hourly_kpis, daily_kpis]
