@@ -10,11 +10,16 @@ from metrics_platform.defs.automation.schedules import (
     build_schedules,
 )
 from metrics_platform.defs.jobs import build_jobs
-from metrics_platform.defs.metrics.assets import build_daily_values, build_hourly_values
+from metrics_platform.defs.metrics.assets import (
+    build_daily_values,
+    build_freshness_check,
+    build_hourly_values,
+)
 from metrics_platform.defs.metrics.kpis import build_kpi_assets, parse_kpis
 from metrics_platform.defs.resources import shared_resources
 from metrics_platform.defs.sources import crawlers, events, product_db
 from metrics_platform.defs.sources.registry import SourceDefinition
+from metrics_platform.lib.errors import ConfigurationError
 from metrics_platform.lib.settings import load_settings, section
 
 # Every source the platform knows, by its settings section.
@@ -23,6 +28,13 @@ SOURCE_BUILDERS = {
     crawlers.SOURCE: crawlers.build_source,
     events.SOURCE: events.build_source,
 }
+
+
+def freshness_delay(quality: Mapping) -> int:
+    value = quality.get("freshness_delay_minutes", 90)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigurationError(f"quality.freshness_delay_minutes: {value!r} is not a number of minutes")
+    return value
 
 
 def build_sources(settings: Mapping, env: Mapping[str, str]) -> list[SourceDefinition]:
@@ -37,16 +49,31 @@ def build_definitions(
     enabled = [source for source in sources if source.enabled]
     raw_keys = [source.key for source in enabled]
     daily_keys = [key for source in enabled for key in source.daily_keys]
+    freshness = build_freshness_check(
+        freshness_delay(section(settings, "quality"))
+    )
+    freshness_job = dg.define_asset_job(
+        "freshness_checks", selection=dg.AssetSelection.checks(freshness),
+        description="Checks that the latest closed hour has landed.",
+    )
     kpis = parse_kpis(settings.get("kpis") or [], [m for s in sources for m in s.metrics])
     return dg.Definitions(
         assets=[
             *(asset for source in sources for asset in source.for_definitions()),
-            build_hourly_values(raw_keys),
+            build_hourly_values(raw_keys, [m for s in enabled for m in s.expected_metrics]),
             build_daily_values(daily_keys),
             *build_kpi_assets(kpis),
         ],
-        jobs=build_jobs(raw_keys, daily_keys),
-        schedules=build_schedules(enabled, section(settings, "schedule")),
+        asset_checks=[freshness],
+        jobs=[*build_jobs(raw_keys, daily_keys), freshness_job],
+        schedules=[
+            *build_schedules(enabled, section(settings, "schedule")),
+            dg.ScheduleDefinition(
+                name="freshness_check_schedule", job=freshness_job, cron_schedule="*/15 * * * *",
+                default_status=dg.DefaultScheduleStatus.RUNNING,
+                description="Every 15 minutes, checks that the latest closed hour has landed.",
+            ),
+        ],
         sensors=[automation_sensor],
         resources={
             **shared_resources(),

@@ -37,7 +37,7 @@ def test_each_enabled_source_has_a_running_schedule_with_its_lag():
     defs = build_definitions(SETTINGS, ENV)
     schedules = {s.name: s for s in defs.schedules}
     assert set(schedules) == {"product_db_hourly_schedule", "crawlers_hourly_schedule",
-                              "events_hourly_schedule"}
+                              "events_hourly_schedule", "freshness_check_schedule"}
     events = schedules["events_hourly_schedule"]
     assert events.cron_schedule == "30 * * * *"
     assert events.default_status == dg.DefaultScheduleStatus.RUNNING
@@ -82,9 +82,14 @@ def test_a_failed_source_does_not_hold_back_the_others(store_url, product_url, m
 
         result, asked = requested(defs, instance, result.cursor)
         assert asked[HOURLY_VALUES_KEY] == {hour}
-        defs.resolve_job_def("hourly_metrics").execute_in_process(
+        partial = defs.resolve_job_def("hourly_metrics").execute_in_process(
             instance=instance, partition_key=hour, asset_selection=[HOURLY_VALUES_KEY])
         assert metrics_at(store_url, "2026-03-10 05:00+00") == {"spider", "events"}
+        # ... and the hour is flagged incomplete, naming what is missing.
+        checks = {c.check_name: c for c in partial.get_asset_check_evaluations()}
+        assert not checks["every_expected_metric_present"].passed
+        assert checks["every_expected_metric_present"].metadata["incomplete"].value == \
+            "objects.profiles.count, objects.users.count"
         assert query(store_url, "SELECT count(*) FROM metrics.hourly_values_by_name "
                      "WHERE metric = 'objects.profiles.count'") == [(0,)]
 

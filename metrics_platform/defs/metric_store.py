@@ -51,3 +51,9 @@ class MetricStore(dg.ConfigurableResource):
     def catalog(self, ids: Iterable[int] | None = None) -> Mapping[int, store.CatalogEntry]:
         with self.connection() as conn:
             return store.read_catalog(conn, ids)
+
+    def latest_hour(self):
+        """The latest hour with any value, or None."""
+        with self.connection() as conn, conn, conn.cursor() as cur:
+            cur.execute(f"SELECT max(hour) FROM {store.SCHEMA}.hourly_values")
+            return cur.fetchone()[0]

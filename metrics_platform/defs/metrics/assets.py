@@ -2,6 +2,7 @@
 
 
 from collections.abc import Sequence
+from datetime import datetime, timedelta, timezone
 
 import dagster as dg
 import pandas as pd
@@ -22,6 +23,9 @@ from metrics_platform.defs.partitions import (
 from metrics_platform.lib.errors import MetricsPlatformError
 
 HOURLY_VALUES_KEY = dg.AssetKey(["metrics", "hourly_values"])
+COMPLETE = "every_expected_metric_present"
+COUNTERS_NON_NEGATIVE = "counters_non_negative"
+LATEST_HOUR_LANDED = "latest_hour_landed"
 DAILY_VALUES_KEY = dg.AssetKey(["metrics", "daily_values"])
 GROUP = "metrics"
 
@@ -71,8 +75,21 @@ def combine_sources(frames: dict[str, pd.DataFrame], ids: dict[str, int]) -> pd.
     return combined.sort_values(["hour", "metric_id"], ignore_index=True)
 
 
-def build_hourly_values(raw_keys: Sequence[dg.AssetKey]) -> dg.AssetsDefinition:
-    """The hourly values asset over the given raw source assets."""
+def completeness(
+    named: pd.DataFrame, expected: Sequence[str], start, end
+) -> tuple[bool, list[str]]:
+    """Whether every expected metric has a value for every hour of [start, end)."""
+    hours = int((end - start).total_seconds() // 3600)
+    counts = named.groupby("metric")["hour"].nunique() if len(named) else pd.Series(dtype=int)
+    incomplete = sorted(m for m in expected if counts.get(m, 0) < hours)
+    return not incomplete, incomplete
+
+
+def build_hourly_values(
+    raw_keys: Sequence[dg.AssetKey], expected_metrics: Sequence[str] = ()
+) -> dg.AssetsDefinition:
+    """The hourly values asset over the given raw source assets; `expected_metrics` are the
+    metrics every hour must have (the completeness check)."""
     ins = {key.to_python_identifier(): dg.AssetIn(key=key) for key in raw_keys}
 
     @dg.asset(
@@ -84,26 +101,74 @@ def build_hourly_values(raw_keys: Sequence[dg.AssetKey]) -> dg.AssetsDefinition:
         backfill_policy=single_run,
         metadata={"partition_expr": "hour"},
         automation_condition=FOLLOW_ANY_SOURCE,
+        freshness_policy=dg.FreshnessPolicy.time_window(
+            fail_window=timedelta(hours=3), warn_window=timedelta(hours=2)
+        ),
+        check_specs=[
+            dg.AssetCheckSpec(COMPLETE, asset=HOURLY_VALUES_KEY,
+                              description="Every expected metric of every enabled source has a "
+                                          "value for every hour written."),
+            dg.AssetCheckSpec(COUNTERS_NON_NEGATIVE, asset=HOURLY_VALUES_KEY,
+                              description="No counter (a `sum` metric) is negative."),
+        ],
     )
     def hourly_values(
         context: dg.AssetExecutionContext, metric_store: MetricStore, **raw: pd.DataFrame
-    ) -> pd.DataFrame:
+    ):
         """Every source's metrics for each UTC hour, keyed by catalog id (`metrics.hourly_values`)."""
         names = set()
         for frame in raw.values():
             names |= set(frame["metric"]) if len(frame) else set()
-        values = combine_sources(raw, metric_store.metric_ids(names))
-        context.add_output_metadata(
-            {
-                **_window_metadata(context),
-                **{f"rows_in/{name}": dg.MetadataValue.int(len(frame)) for name, frame in raw.items()},
-                "rows_out": dg.MetadataValue.int(len(values)),
-                "metrics": dg.MetadataValue.int(values["metric_id"].nunique()),
-            }
+        ids = metric_store.metric_ids(names)
+        values = combine_sources(raw, ids)
+        yield dg.Output(values, metadata={
+            **_window_metadata(context),
+            **{f"rows_in/{name}": dg.MetadataValue.int(len(frame)) for name, frame in raw.items()},
+            "rows_out": dg.MetadataValue.int(len(values)),
+            "metrics": dg.MetadataValue.int(values["metric_id"].nunique()),
+        })
+
+        names_by_id = {i: n for n, i in ids.items()}
+        named = values.assign(metric=values["metric_id"].map(names_by_id))
+        passed, incomplete = completeness(named, expected_metrics, *utc_window(context))
+        yield dg.AssetCheckResult(
+            check_name=COMPLETE, passed=passed, severity=dg.AssetCheckSeverity.WARN,
+            metadata={"incomplete": dg.MetadataValue.text(", ".join(incomplete) or "none"),
+                      "expected": dg.MetadataValue.int(len(expected_metrics))},
         )
-        return values
+        catalog = metric_store.catalog(values["metric_id"].unique().tolist()) if len(values) else {}
+        counters = [i for i, entry in catalog.items() if entry.aggregation == "sum"]
+        negative = values[values["metric_id"].isin(counters) & (values["value"] < 0)]
+        yield dg.AssetCheckResult(
+            check_name=COUNTERS_NON_NEGATIVE, passed=negative.empty,
+            metadata={"negative_rows": dg.MetadataValue.int(len(negative))},
+        )
 
     return hourly_values
+
+
+def build_freshness_check(delay_minutes: int) -> dg.AssetChecksDefinition:
+    """A check that the latest closed hour has landed, `delay_minutes` after it closed."""
+
+    @dg.asset_check(
+        asset=HOURLY_VALUES_KEY,
+        name=LATEST_HOUR_LANDED,
+        description=f"The hour that closed more than {delay_minutes} minutes ago has values.",
+    )
+    def latest_hour_landed(metric_store: MetricStore) -> dg.AssetCheckResult:
+        latest = metric_store.latest_hour()
+        now = datetime.now(timezone.utc)
+        required = (now - timedelta(minutes=delay_minutes)).replace(
+            minute=0, second=0, microsecond=0) - timedelta(hours=1)
+        return dg.AssetCheckResult(
+            passed=latest is not None and latest >= required,
+            metadata={
+                "latest_hour": dg.MetadataValue.text(latest.isoformat() if latest else "none"),
+                "required_hour": dg.MetadataValue.text(required.isoformat()),
+            },
+        )
+
+    return latest_hour_landed
 
 
 def combine_daily(

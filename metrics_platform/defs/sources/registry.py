@@ -27,6 +27,14 @@ class SourceDefinition:
     # The metric names it can produce: exact names, or glob patterns (`events.*`) for families
     # whose members come from the data. KPI formulas and completeness checks rely on them.
     metrics: Sequence[str] = ()
+    # The metrics every hour must have (exact names); by default its exact `metrics`.
+    expected: Sequence[str] | None = None
+
+    @property
+    def expected_metrics(self) -> list[str]:
+        if self.expected is not None:
+            return list(self.expected)
+        return [m for m in self.metrics if not any(c in m for c in "*?[")]
 
     @property
     def enabled(self) -> bool:
