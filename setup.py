@@ -32,6 +32,7 @@ setup(
             "pytest>=8",
             "pytest-timeout>=2.3",
             "hypothesis>=6.100",
+            "ruff>=0.6",
         ],
     },
     entry_points={"console_scripts": ["metrics-platform=metrics_platform.cli:main"]},

@@ -105,7 +105,9 @@ def materialize_recent(days: int = 2, now: datetime | None = None) -> None:
         },
     )
     for name, result in (("hours", hourly), ("days", daily)):
-        print(f"materialized {name}: run {result.run_id} {'succeeded' if result.success else 'FAILED'}")
+        print(
+            f"materialized {name}: run {result.run_id} {'succeeded' if result.success else 'FAILED'}"
+        )
 
 
 def print_summary(url: str) -> None:
@@ -113,24 +115,43 @@ def print_summary(url: str) -> None:
     try:
         with conn, conn.cursor() as cur:
             cur.execute(
-                """SELECT m.name, count(*) AS hours, max(v.hour) AS latest,
-                          (array_agg(v.value ORDER BY v.hour DESC))[1] AS latest_value
-                   FROM metrics.hourly_values v JOIN metrics.metric m ON m.id = v.metric_id
-                   GROUP BY m.name ORDER BY m.name"""
+                """SELECT metric, count(*) AS hours, max(time) AS latest,
+                          (array_agg(value ORDER BY time DESC))[1] AS latest_value
+                   FROM metrics.hourly_values_by_name GROUP BY metric ORDER BY metric"""
             )
             print("\nhourly values in the metric store:")
             for name, hours, latest, value in cur.fetchall():
-                print(f"  {name:<32} {hours:>5} hours, latest {latest:%Y-%m-%d %H:%M} UTC = {value:g}")
-            cur.execute("SELECT count(*) FROM metrics.daily_values")
+                print(
+                    f"  {name:<32} {hours:>5} hours, latest {latest:%Y-%m-%d %H:%M} UTC = {value:g}"
+                )
+            cur.execute("SELECT count(*) FROM metrics.daily_values_by_name")
             print(f"daily values: {cur.fetchone()[0]} rows")
     finally:
         conn.close()
+
+
+def start_sample_apis() -> None:
+    """Serve SAMPLE answers for the external APIs that have no credentials configured, on
+    loopback, for as long as this process runs (the UI's runs reach them too)."""
+    from metrics_platform.defs.sources import ga4, prometheus
+
+    if not (os.environ.get(ga4.CREDENTIALS_FILE_ENV) or os.environ.get(ga4.ENDPOINT_ENV)):
+        from metrics_platform.demo.ga4_sample_server import start_sample_server
+
+        os.environ[ga4.ENDPOINT_ENV], _ = start_sample_server()
+        print(f"Google Analytics: SAMPLE data from {os.environ[ga4.ENDPOINT_ENV]}")
+    if not os.environ.get(prometheus.URL_ENV):
+        from metrics_platform.demo.prometheus_sample_server import start_sample_server
+
+        os.environ[prometheus.URL_ENV], _ = start_sample_server()
+        print(f"Prometheus: SAMPLE series from {os.environ[prometheus.URL_ENV]}")
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from metrics_platform.lib.demo_data import seed_product_database
 
     settings, server = prepare_environment()
+    start_sample_apis()
     print(f"metric store: {redact(os.environ[DATABASE_URL_ENV])}")
     if PRODUCT_DATABASE_URL_ENV in settings:
         now = datetime.now(timezone.utc)
@@ -151,8 +172,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def run_dagster_dev(port: int) -> int:
     """`dagster dev` (webserver + daemon) in the foreground; SIGINT or SIGTERM stop it cleanly."""
-    command = [sys.executable, "-m", "dagster", "dev", "-w", str(PROJECT_ROOT / "workspace.yaml"),
-               "-h", "127.0.0.1", "-p", str(port)]
+    command = [
+        sys.executable,
+        "-m",
+        "dagster",
+        "dev",
+        "-w",
+        str(PROJECT_ROOT / "workspace.yaml"),
+        "-h",
+        "127.0.0.1",
+        "-p",
+        str(port),
+    ]
     child = subprocess.Popen(command, cwd=PROJECT_ROOT)
 
     def forward(signum, _frame):
@@ -207,8 +238,11 @@ def main(argv: list[str] | None = None) -> int:
     demo = commands.add_parser("demo", help="run the demo end to end and open the Dagster UI")
     demo.add_argument("--no-ui", action="store_true", help="stop after materializing")
     demo.add_argument("--port", type=int, default=3000, help="Dagster UI port (default 3000)")
-    demo.add_argument("--keep-db", action="store_true",
-                      help="leave the embedded Postgres running when the UI stops")
+    demo.add_argument(
+        "--keep-db",
+        action="store_true",
+        help="leave the embedded Postgres running when the UI stops",
+    )
     demo.set_defaults(func=cmd_demo)
     db = commands.add_parser("db", help="start or stop the embedded Postgres")
     db.add_argument("action", choices=["start", "stop"])

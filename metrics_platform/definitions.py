@@ -17,7 +17,7 @@ from metrics_platform.defs.metrics.assets import (
 )
 from metrics_platform.defs.metrics.kpis import build_kpi_assets, parse_kpis
 from metrics_platform.defs.resources import shared_resources
-from metrics_platform.defs.sources import crawlers, events, product_db
+from metrics_platform.defs.sources import crawlers, events, ga4, product_db, prometheus
 from metrics_platform.defs.sources.registry import SourceDefinition
 from metrics_platform.lib.errors import ConfigurationError
 from metrics_platform.lib.settings import load_settings, section
@@ -27,13 +27,17 @@ SOURCE_BUILDERS = {
     product_db.SOURCE: product_db.build_source,
     crawlers.SOURCE: crawlers.build_source,
     events.SOURCE: events.build_source,
+    ga4.SOURCE: ga4.build_source,
+    prometheus.SOURCE: prometheus.build_source,
 }
 
 
 def freshness_delay(quality: Mapping) -> int:
     value = quality.get("freshness_delay_minutes", 90)
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ConfigurationError(f"quality.freshness_delay_minutes: {value!r} is not a number of minutes")
+        raise ConfigurationError(
+            f"quality.freshness_delay_minutes: {value!r} is not a number of minutes"
+        )
     return value
 
 
@@ -49,11 +53,10 @@ def build_definitions(
     enabled = [source for source in sources if source.enabled]
     raw_keys = [source.key for source in enabled]
     daily_keys = [key for source in enabled for key in source.daily_keys]
-    freshness = build_freshness_check(
-        freshness_delay(section(settings, "quality"))
-    )
+    freshness = build_freshness_check(freshness_delay(section(settings, "quality")))
     freshness_job = dg.define_asset_job(
-        "freshness_checks", selection=dg.AssetSelection.checks(freshness),
+        "freshness_checks",
+        selection=dg.AssetSelection.checks(freshness),
         description="Checks that the latest closed hour has landed.",
     )
     kpis = parse_kpis(settings.get("kpis") or [], [m for s in sources for m in s.metrics])
@@ -69,7 +72,9 @@ def build_definitions(
         schedules=[
             *build_schedules(enabled, section(settings, "schedule")),
             dg.ScheduleDefinition(
-                name="freshness_check_schedule", job=freshness_job, cron_schedule="*/15 * * * *",
+                name="freshness_check_schedule",
+                job=freshness_job,
+                cron_schedule="*/15 * * * *",
                 default_status=dg.DefaultScheduleStatus.RUNNING,
                 description="Every 15 minutes, checks that the latest closed hour has landed.",
             ),

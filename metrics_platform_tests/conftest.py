@@ -86,7 +86,10 @@ def platform_resources(store_url: str, product_url: str, tables: list[dict] | No
     from metrics_platform.lib.postgres_io import PostgresPandasIOManager
 
     if tables is None:
-        tables = [{"table": t, "created_at_column": "created_at"} for t in ("users", "profiles", "api_keys")]
+        tables = [
+            {"table": t, "created_at_column": "created_at"}
+            for t in ("users", "profiles", "api_keys")
+        ]
     return {
         "io_manager": PostgresPandasIOManager(url=store_url),
         "metric_store": MetricStore(url=store_url),
@@ -101,13 +104,15 @@ def platform_assets() -> list:
     from metrics_platform.definitions import build_definitions
     from metrics_platform.lib.database import PRODUCT_DATABASE_URL_ENV
 
-    defs = build_definitions(env={PRODUCT_DATABASE_URL_ENV: "set by the test's resources"},
-                             settings=TEST_SETTINGS)
+    defs = build_definitions(
+        env={PRODUCT_DATABASE_URL_ENV: "set by the test's resources"}, settings=TEST_SETTINGS
+    )
     return [asset for asset in defs.assets if isinstance(asset, dg.AssetsDefinition)]
 
 
-def materialize(resources: dict, *, selection, partition_key=None, partition_range=None,
-                raise_on_error=True):
+def materialize(
+    resources: dict, *, selection, partition_key=None, partition_range=None, raise_on_error=True
+):
     tags = dict(zip(RANGE_TAGS, partition_range)) if partition_range else None
     with dg.instance_for_test() as instance:
         return dg.materialize(

@@ -26,8 +26,8 @@ def values_frame(start, end, config: ValuesConfig) -> pd.DataFrame:
     )
     frame["hour"] = pd.to_datetime(frame["hour"], utc=True)
     frame["value"] = [
-        config.version * 1000 + hour.hour + index for hour, index in
-        zip(frame["hour"], frame.index % len(names))
+        config.version * 1000 + hour.hour + index
+        for hour, index in zip(frame["hour"], frame.index % len(names))
     ]
     frame["value"] = frame["value"].astype("float64")
     if config.outside_window:
@@ -56,8 +56,10 @@ def values(context: dg.AssetExecutionContext, config: ValuesConfig) -> pd.DataFr
 )
 def daily(context: dg.AssetExecutionContext, hourly: pd.DataFrame) -> pd.DataFrame:
     loaded_windows.append(hourly)
-    out = hourly.assign(day=hourly["hour"].dt.date).groupby(["metric", "day"], as_index=False)[
-        "value"
-    ].sum()
+    out = (
+        hourly.assign(day=hourly["hour"].dt.date)
+        .groupby(["metric", "day"], as_index=False)["value"]
+        .sum()
+    )
     out["day"] = out["day"].astype(object)
     return out

@@ -16,19 +16,26 @@ from metrics_platform_tests.conftest import RANGE_TAGS, TEST_SETTINGS, execute, 
 
 SETTINGS = {
     **TEST_SETTINGS,
-    "product_db": {"tables": [{"table": "users", "created_at_column": "created_at"},
-                              {"table": "profiles", "created_at_column": "created_at"}]},
+    "product_db": {
+        "tables": [
+            {"table": "users", "created_at_column": "created_at"},
+            {"table": "profiles", "created_at_column": "created_at"},
+        ]
+    },
     "schedule": {"lag_minutes": {"default": 5, "events": 150}},
 }
 ENV = {PRODUCT_DATABASE_URL_ENV: "set", DATABASE_URL_ENV: "set"}
 
 
-@pytest.mark.parametrize("tick, lag, hour", [
-    ("2026-03-10T10:05:00", 5, "2026-03-10-09:00"),
-    ("2026-03-10T10:59:00", 5, "2026-03-10-09:00"),
-    ("2026-03-10T00:05:00", 5, "2026-03-09-23:00"),
-    ("2026-03-10T12:30:00", 150, "2026-03-10-09:00"),
-])
+@pytest.mark.parametrize(
+    "tick, lag, hour",
+    [
+        ("2026-03-10T10:05:00", 5, "2026-03-10-09:00"),
+        ("2026-03-10T10:59:00", 5, "2026-03-10-09:00"),
+        ("2026-03-10T00:05:00", 5, "2026-03-09-23:00"),
+        ("2026-03-10T12:30:00", 150, "2026-03-10-09:00"),
+    ],
+)
 def test_the_schedule_asks_for_the_hour_that_closed_lag_minutes_earlier(tick, lag, hour):
     assert closed_hour(datetime.fromisoformat(tick).replace(tzinfo=timezone.utc), lag) == hour
 
@@ -36,15 +43,20 @@ def test_the_schedule_asks_for_the_hour_that_closed_lag_minutes_earlier(tick, la
 def test_each_enabled_source_has_a_running_schedule_with_its_lag():
     defs = build_definitions(SETTINGS, ENV)
     schedules = {s.name: s for s in defs.schedules}
-    assert set(schedules) == {"product_db_hourly_schedule", "crawlers_hourly_schedule",
-                              "events_hourly_schedule", "freshness_check_schedule"}
+    assert set(schedules) == {
+        "product_db_hourly_schedule",
+        "crawlers_hourly_schedule",
+        "events_hourly_schedule",
+        "freshness_check_schedule",
+    }
     events = schedules["events_hourly_schedule"]
     assert events.cron_schedule == "30 * * * *"
     assert events.default_status == dg.DefaultScheduleStatus.RUNNING
     with dg.instance_for_test() as instance:
         context = dg.build_schedule_context(
             instance=instance,
-            scheduled_execution_time=datetime(2026, 3, 10, 12, 30, tzinfo=timezone.utc))
+            scheduled_execution_time=datetime(2026, 3, 10, 12, 30, tzinfo=timezone.utc),
+        )
         request = events(context)
     assert request.partition_key == request.run_key == "2026-03-10-09:00"
 
@@ -56,68 +68,92 @@ def test_a_bad_lag_is_refused_with_its_key():
 
 def requested(defs, instance, cursor):
     result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor)
-    return result, {key: result.get_requested_partitions(key)
-                    for key in (HOURLY_VALUES_KEY, DAILY_VALUES_KEY)}
+    return result, {
+        key: result.get_requested_partitions(key) for key in (HOURLY_VALUES_KEY, DAILY_VALUES_KEY)
+    }
 
 
 def metrics_at(store_url, hour):
-    rows = query(store_url, "SELECT DISTINCT split_part(metric, '.', 1) FROM "
-                 "metrics.hourly_values_by_name WHERE time = %s", (hour,))
+    rows = query(
+        store_url,
+        "SELECT DISTINCT split_part(metric, '.', 1) FROM "
+        "metrics.hourly_values_by_name WHERE time = %s",
+        (hour,),
+    )
     return {r[0] for r in rows}
 
 
 def test_a_failed_source_does_not_hold_back_the_others(store_url, product_url, monkeypatch):
     monkeypatch.setenv(DATABASE_URL_ENV, store_url)
     monkeypatch.setenv(PRODUCT_DATABASE_URL_ENV, product_url)
-    seed_product_database(product_url, now=datetime(2026, 3, 12, tzinfo=timezone.utc), days=3, users=200)
+    seed_product_database(
+        product_url, now=datetime(2026, 3, 12, tzinfo=timezone.utc), days=3, users=200
+    )
     execute(product_url, "ALTER TABLE profiles RENAME TO profiles_gone")
     defs = build_definitions(SETTINGS)
     hour = "2026-03-10-05:00"
     with dg.instance_for_test() as instance:
         result, _ = requested(defs, instance, None)
         run = defs.resolve_job_def("hourly_metrics").execute_in_process(
-            instance=instance, partition_key=hour, raise_on_error=False)
+            instance=instance, partition_key=hour, raise_on_error=False
+        )
         assert not run.success  # product_db failed, so hourly values were skipped in that run
         assert metrics_at(store_url, "2026-03-10 05:00+00") == set()
 
         result, asked = requested(defs, instance, result.cursor)
         assert asked[HOURLY_VALUES_KEY] == {hour}
         partial = defs.resolve_job_def("hourly_metrics").execute_in_process(
-            instance=instance, partition_key=hour, asset_selection=[HOURLY_VALUES_KEY])
+            instance=instance, partition_key=hour, asset_selection=[HOURLY_VALUES_KEY]
+        )
         assert metrics_at(store_url, "2026-03-10 05:00+00") == {"spider", "events"}
         # ... and the hour is flagged incomplete, naming what is missing.
         checks = {c.check_name: c for c in partial.get_asset_check_evaluations()}
         assert not checks["every_expected_metric_present"].passed
-        assert checks["every_expected_metric_present"].metadata["incomplete"].value == \
-            "objects.profiles.count, objects.users.count"
-        assert query(store_url, "SELECT count(*) FROM metrics.hourly_values_by_name "
-                     "WHERE metric = 'objects.profiles.count'") == [(0,)]
+        assert (
+            checks["every_expected_metric_present"].metadata["incomplete"].value
+            == "objects.profiles.count, objects.users.count"
+        )
+        assert query(
+            store_url,
+            "SELECT count(*) FROM metrics.hourly_values_by_name "
+            "WHERE metric = 'objects.profiles.count'",
+        ) == [(0,)]
 
         # The source comes back: its re-run lands, and the hour is recomputed with it.
         result, asked = requested(defs, instance, result.cursor)
         assert asked[HOURLY_VALUES_KEY] == set()
         execute(product_url, "ALTER TABLE profiles_gone RENAME TO profiles")
-        defs.resolve_job_def("product_db_hourly").execute_in_process(instance=instance, partition_key=hour)
+        defs.resolve_job_def("product_db_hourly").execute_in_process(
+            instance=instance, partition_key=hour
+        )
         result, asked = requested(defs, instance, result.cursor)
         assert asked[HOURLY_VALUES_KEY] == {hour}
         defs.resolve_job_def("hourly_metrics").execute_in_process(
-            instance=instance, partition_key=hour, asset_selection=[HOURLY_VALUES_KEY])
-        assert query(store_url, "SELECT count(*) FROM metrics.hourly_values_by_name "
-                     "WHERE metric = 'objects.profiles.count'") == [(1,)]
+            instance=instance, partition_key=hour, asset_selection=[HOURLY_VALUES_KEY]
+        )
+        assert query(
+            store_url,
+            "SELECT count(*) FROM metrics.hourly_values_by_name "
+            "WHERE metric = 'objects.profiles.count'",
+        ) == [(1,)]
 
 
-def test_a_day_rolls_up_once_complete_and_re_rolls_when_an_hour_changes(store_url, product_url,
-                                                                        monkeypatch):
+def test_a_day_rolls_up_once_complete_and_re_rolls_when_an_hour_changes(
+    store_url, product_url, monkeypatch
+):
     monkeypatch.setenv(DATABASE_URL_ENV, store_url)
     monkeypatch.setenv(PRODUCT_DATABASE_URL_ENV, product_url)
-    seed_product_database(product_url, now=datetime(2026, 3, 12, tzinfo=timezone.utc), days=3, users=200)
+    seed_product_database(
+        product_url, now=datetime(2026, 3, 12, tzinfo=timezone.utc), days=3, users=200
+    )
     defs = build_definitions(SETTINGS)
     hourly_job = defs.resolve_job_def("hourly_metrics")
     daily_job = defs.resolve_job_def("daily_metrics")
     with dg.instance_for_test() as instance:
         result, _ = requested(defs, instance, None)
-        hourly_job.execute_in_process(instance=instance, tags=dict(zip(
-            RANGE_TAGS, ("2026-03-10-00:00", "2026-03-10-22:00"))))
+        hourly_job.execute_in_process(
+            instance=instance, tags=dict(zip(RANGE_TAGS, ("2026-03-10-00:00", "2026-03-10-22:00")))
+        )
         result, asked = requested(defs, instance, result.cursor)
         assert "2026-03-10" not in asked[DAILY_VALUES_KEY]  # 23 of 24 hours
 
@@ -125,18 +161,25 @@ def test_a_day_rolls_up_once_complete_and_re_rolls_when_an_hour_changes(store_ur
         result, asked = requested(defs, instance, result.cursor)
         assert asked[DAILY_VALUES_KEY] == {"2026-03-10"}
         daily_job.execute_in_process(instance=instance, partition_key="2026-03-10")
-        before = query(store_url, "SELECT value FROM metrics.daily_values_by_name "
-                       "WHERE metric = 'events.signup.count'")
+        before = query(
+            store_url,
+            "SELECT value FROM metrics.daily_values_by_name WHERE metric = 'events.signup.count'",
+        )
 
         # A late event for 14:00, then that hour is re-landed: the day is re-rolled.
-        execute(product_url, "INSERT INTO events (type, occurred_at, duration_ms) "
-                "VALUES ('signup', '2026-03-10 14:20+00', 10)")
+        execute(
+            product_url,
+            "INSERT INTO events (type, occurred_at, duration_ms) "
+            "VALUES ('signup', '2026-03-10 14:20+00', 10)",
+        )
         result, asked = requested(defs, instance, result.cursor)
         assert asked[DAILY_VALUES_KEY] == set()
         hourly_job.execute_in_process(instance=instance, partition_key="2026-03-10-14:00")
         result, asked = requested(defs, instance, result.cursor)
         assert asked[DAILY_VALUES_KEY] == {"2026-03-10"}
         daily_job.execute_in_process(instance=instance, partition_key="2026-03-10")
-        after = query(store_url, "SELECT value FROM metrics.daily_values_by_name "
-                      "WHERE metric = 'events.signup.count'")
+        after = query(
+            store_url,
+            "SELECT value FROM metrics.daily_values_by_name WHERE metric = 'events.signup.count'",
+        )
         assert after[0][0] == before[0][0] + 1

@@ -32,11 +32,21 @@ for job, (start, end) in (("hourly_metrics", hourly), ("daily_metrics", daily)):
 
 
 def run_with_zone(store_url, product_url, hourly, daily):
-    env = {**os.environ, "METRICS_PLATFORM_BUSINESS_TIMEZONE": "Europe/Paris",
-           "METRICS_PLATFORM_DATABASE_URL": store_url,
-           "METRICS_PLATFORM_PRODUCT_DATABASE_URL": product_url, "PYTHONPATH": str(REPO)}
-    out = subprocess.run([sys.executable, "-c", RUN, *hourly, *daily], env=env, cwd=REPO,
-                         capture_output=True, text=True, timeout=300)
+    env = {
+        **os.environ,
+        "METRICS_PLATFORM_BUSINESS_TIMEZONE": "Europe/Paris",
+        "METRICS_PLATFORM_DATABASE_URL": store_url,
+        "METRICS_PLATFORM_PRODUCT_DATABASE_URL": product_url,
+        "PYTHONPATH": str(REPO),
+    }
+    out = subprocess.run(
+        [sys.executable, "-c", RUN, *hourly, *daily],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
 
 
@@ -49,34 +59,63 @@ def test_daily_sums_over_a_dst_day_equal_the_sums_by_hand(store_url, product_url
     assert (utc_end - utc_start) == timedelta(hours=hours)
     # One event every 10 minutes from 3 hours before to 3 hours after the local day, duration
     # growing with time, so a wrong boundary changes both the count and the percentiles.
-    execute(product_url, """
+    execute(
+        product_url,
+        """
         INSERT INTO events (type, occurred_at, duration_ms)
         SELECT 'signup', t, extract(epoch FROM t - %(s)s + interval '3 hours') / 60
         FROM generate_series(%(s)s::timestamptz - interval '3 hours',
                              %(e)s::timestamptz + interval '3 hours', interval '10 minutes') t
-    """, {"s": utc_start, "e": utc_end})
+    """,
+        {"s": utc_start, "e": utc_end},
+    )
     fmt = "%Y-%m-%d-%H:%M"
-    run_with_zone(store_url, product_url,
-                  ((utc_start - timedelta(hours=3)).strftime(fmt), (utc_end + timedelta(hours=2)).strftime(fmt)),
-                  (day, day))
+    run_with_zone(
+        store_url,
+        product_url,
+        (
+            (utc_start - timedelta(hours=3)).strftime(fmt),
+            (utc_end + timedelta(hours=2)).strftime(fmt),
+        ),
+        (day, day),
+    )
 
-    events = pd.DataFrame(query(product_url, "SELECT occurred_at, duration_ms FROM events"),
-                          columns=["at", "ms"])
+    events = pd.DataFrame(
+        query(product_url, "SELECT occurred_at, duration_ms FROM events"), columns=["at", "ms"]
+    )
     in_day = events[(events["at"] >= utc_start) & (events["at"] < utc_end)]
-    daily = dict(query(store_url, "SELECT metric, value FROM metrics.daily_values_by_name "
-                                  "WHERE date = %s", (day,)))
+    daily = dict(
+        query(
+            store_url,
+            "SELECT metric, value FROM metrics.daily_values_by_name WHERE date = %s",
+            (day,),
+        )
+    )
     assert daily["events.signup.count"] == len(in_day) == hours * 6
     assert daily["events.signup.duration.p50"] == pytest.approx(in_day["ms"].median())
-    assert query(store_url, "SELECT DISTINCT date::text FROM metrics.daily_values_by_name") == [(day,)]
+    assert query(store_url, "SELECT DISTINCT date::text FROM metrics.daily_values_by_name") == [
+        (day,)
+    ]
     # The hours stay UTC hours: the day's counts are the sum of exactly its local hours.
-    hourly = query(store_url, "SELECT sum(value) FROM metrics.hourly_values_by_name WHERE "
-                   "metric = 'events.signup.count' AND time >= %s AND time < %s", (utc_start, utc_end))
+    hourly = query(
+        store_url,
+        "SELECT sum(value) FROM metrics.hourly_values_by_name WHERE "
+        "metric = 'events.signup.count' AND time >= %s AND time < %s",
+        (utc_start, utc_end),
+    )
     assert hourly[0][0] == daily["events.signup.count"]
 
 
 def test_an_unknown_time_zone_fails_when_the_definitions_load():
     env = {**os.environ, "METRICS_PLATFORM_BUSINESS_TIMEZONE": "Mars/Olympus"}
-    out = subprocess.run([sys.executable, "-c", "import metrics_platform.definitions"],
-                         env=env, cwd=REPO, capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-c", "import metrics_platform.definitions"],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode != 0
-    assert "METRICS_PLATFORM_BUSINESS_TIMEZONE: 'Mars/Olympus' is not an IANA time zone" in out.stderr
+    assert (
+        "METRICS_PLATFORM_BUSINESS_TIMEZONE: 'Mars/Olympus' is not an IANA time zone" in out.stderr
+    )

@@ -25,9 +25,14 @@ def fresh_home():
     """An empty project state folder, with no database or Dagster home configured."""
     home = Path(tempfile.mkdtemp(prefix="metrics_platform_home_"))
     home.chmod(0o755)  # the embedded server may run as the `postgres` user
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("METRICS_PLATFORM_") and k != "DAGSTER_HOME"}
-    env.update({"METRICS_PLATFORM_HOME": str(home), "METRICS_PLATFORM_EMBEDDED_PORT": str(free_port())})
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("METRICS_PLATFORM_") and k != "DAGSTER_HOME"
+    }
+    env.update(
+        {"METRICS_PLATFORM_HOME": str(home), "METRICS_PLATFORM_EMBEDDED_PORT": str(free_port())}
+    )
     try:
         yield env
     finally:
@@ -36,29 +41,53 @@ def fresh_home():
 
 
 def test_demo_loads_two_days_of_real_numbers_and_is_idempotent(fresh_home):
-    first = subprocess.run([*CLI, "demo", "--no-ui"], env=fresh_home, cwd=REPO,
-                           capture_output=True, text=True, timeout=600)
+    first = subprocess.run(
+        [*CLI, "demo", "--no-ui"],
+        env=fresh_home,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert first.returncode == 0, first.stdout + first.stderr
     assert "demo product database: seeded" in first.stdout
     assert "materialized hours: run" in first.stdout and "FAILED" not in first.stdout
-    summary = re.findall(r"(objects\.\w+\.count)\s+(\d+) hours", first.stdout)
-    assert {name for name, _ in summary} == {
-        "objects.users.count", "objects.profiles.count", "objects.api_keys.count"}
-    assert all(int(hours) >= 48 for _, hours in summary)
-    assert "daily values: 6 rows" in first.stdout
+    assert "SAMPLE data" in first.stdout and "SAMPLE series" in first.stdout
+    summary = dict(re.findall(r"^  (\S+)\s+(\d+) hours", first.stdout, re.MULTILINE))
+    assert {"objects.users.count", "objects.profiles.count", "objects.api_keys.count"} <= set(
+        summary
+    )
+    for family in ("objects.", "spider.", "events.", "ga.", "http.", "kpi."):
+        names = [name for name in summary if name.startswith(family)]
+        assert names, f"no {family} metric in the demo"
+    assert all(int(summary[f"objects.{t}.count"]) >= 48 for t in ("users", "profiles", "api_keys"))
+    daily_rows = re.search(r"daily values: (\d+) rows", first.stdout).group(1)
+    assert int(daily_rows) > 0
 
-    second = subprocess.run([*CLI, "demo", "--no-ui"], env=fresh_home, cwd=REPO,
-                            capture_output=True, text=True, timeout=600)
+    second = subprocess.run(
+        [*CLI, "demo", "--no-ui"],
+        env=fresh_home,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert second.returncode == 0, second.stdout + second.stderr
     assert "already seeded" in second.stdout
-    assert "daily values: 6 rows" in second.stdout
+    assert f"daily values: {daily_rows} rows" in second.stdout
 
 
 def test_demo_serves_the_dagster_ui_and_stops_everything_on_sigterm(fresh_home):
     port = free_port()
-    demo = subprocess.Popen([*CLI, "demo", "--port", str(port)], env=fresh_home, cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
+    demo = subprocess.Popen(
+        [*CLI, "demo", "--port", str(port)],
+        env=fresh_home,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 240
         while True:
@@ -72,10 +101,15 @@ def test_demo_serves_the_dagster_ui_and_stops_everything_on_sigterm(fresh_home):
             time.sleep(1)
         graphql = requests.post(
             f"http://127.0.0.1:{port}/graphql",
-            json={"query": "{ assetNodes { assetKey { path } } }"}, timeout=30,
+            json={"query": "{ assetNodes { assetKey { path } } }"},
+            timeout=30,
         ).json()
         keys = {"/".join(n["assetKey"]["path"]) for n in graphql["data"]["assetNodes"]}
-        assert {"raw/product_db_row_counts", "metrics/hourly_values", "metrics/daily_values"} <= keys
+        assert {
+            "raw/product_db_row_counts",
+            "metrics/hourly_values",
+            "metrics/daily_values",
+        } <= keys
         demo.send_signal(signal.SIGTERM)
         output, _ = demo.communicate(timeout=120)
     finally:

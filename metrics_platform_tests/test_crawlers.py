@@ -18,8 +18,11 @@ T0 = datetime(2026, 3, 10, tzinfo=timezone.utc)
 # (crawler, created hours after T0) and (crawler, stage, minutes after T0).
 CRAWLERS = [(1, 0), (2, 0), (3, 2)]
 CHANGES = [
-    (1, "crawl", 10), (1, None, 130), (1, "parse", 240),   # 240 = exactly the end of hour 03:00
-    (2, "export", 59), (2, "", 61),                         # empty stage means idle
+    (1, "crawl", 10),
+    (1, None, 130),
+    (1, "parse", 240),  # 240 = exactly the end of hour 03:00
+    (2, "export", 59),
+    (2, "", 61),  # empty stage means idle
     (3, "crawl", 150),
 ]
 
@@ -28,7 +31,11 @@ def hand_counts(hour_end: datetime) -> tuple[int, int]:
     alive = [c for c, created in CRAWLERS if T0 + timedelta(hours=created) < hour_end]
     active = 0
     for crawler in alive:
-        before = [(m, stage) for c, stage, m in CHANGES if c == crawler and T0 + timedelta(minutes=m) < hour_end]
+        before = [
+            (m, stage)
+            for c, stage, m in CHANGES
+            if c == crawler and T0 + timedelta(minutes=m) < hour_end
+        ]
         if before and max(before)[1]:
             active += 1
     return len(alive), active
@@ -38,18 +45,28 @@ def hand_counts(hour_end: datetime) -> tuple[int, int]:
 def crawler_db(product_url):
     execute(product_url, DEMO_SCHEMA_SQL)
     for crawler, created in CRAWLERS:
-        execute(product_url, "INSERT INTO spiders (id, name, created_at) OVERRIDING SYSTEM VALUE "
-                "VALUES (%s, %s, %s)", (crawler, f"s{crawler}", T0 + timedelta(hours=created)))
+        execute(
+            product_url,
+            "INSERT INTO spiders (id, name, created_at) OVERRIDING SYSTEM VALUE "
+            "VALUES (%s, %s, %s)",
+            (crawler, f"s{crawler}", T0 + timedelta(hours=created)),
+        )
     for crawler, stage, minutes in CHANGES:
-        execute(product_url, "INSERT INTO spider_status VALUES (%s, %s, %s)",
-                (crawler, stage, T0 + timedelta(minutes=minutes)))
+        execute(
+            product_url,
+            "INSERT INTO spider_status VALUES (%s, %s, %s)",
+            (crawler, stage, T0 + timedelta(minutes=minutes)),
+        )
     return product_url
 
 
 def test_counts_at_every_hour_end_follow_the_status_history(store_url, crawler_db):
     resources = platform_resources(store_url, crawler_db)
-    result = materialize(resources, selection=dg.AssetSelection.assets(STATUS_KEY, HOURLY_VALUES_KEY),
-                         partition_range=("2026-03-10-00:00", "2026-03-10-05:00"))
+    result = materialize(
+        resources,
+        selection=dg.AssetSelection.assets(STATUS_KEY, HOURLY_VALUES_KEY),
+        partition_range=("2026-03-10-00:00", "2026-03-10-05:00"),
+    )
     assert result.success
     rows = query(store_url, "SELECT metric, time, value FROM metrics.hourly_values_by_name")
     got = {(m, pd.Timestamp(t)): v for m, t, v in rows}
@@ -72,8 +89,12 @@ def test_impossible_counts_are_refused():
 def test_a_missing_status_table_fails_naming_the_source(store_url, product_url):
     execute(product_url, "CREATE TABLE spiders (id int, created_at timestamptz)")
     resources = platform_resources(store_url, product_url)
-    result = materialize(resources, selection=dg.AssetSelection.assets(STATUS_KEY),
-                         partition_key="2026-03-10-00:00", raise_on_error=False)
+    result = materialize(
+        resources,
+        selection=dg.AssetSelection.assets(STATUS_KEY),
+        partition_key="2026-03-10-00:00",
+        raise_on_error=False,
+    )
     assert not result.success
     message = result.get_step_failure_events()[0].event_specific_data.error.message
     assert "source 'crawlers'" in message and "spider_status" in message

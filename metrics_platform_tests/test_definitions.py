@@ -20,8 +20,10 @@ def test_the_asset_graph_runs_source_to_hourly_to_daily():
     graph = defs.resolve_asset_graph()
     hourly = dg.AssetKey(["metrics", "hourly_values"])
     daily = dg.AssetKey(["metrics", "daily_values"])
-    hourly_raw = {dg.AssetKey(["raw", name]) for name in
-                  ("product_db_row_counts", "crawler_status", "events_hourly")}
+    hourly_raw = {
+        dg.AssetKey(["raw", name])
+        for name in ("product_db_row_counts", "crawler_status", "events_hourly")
+    }
     daily_raw = {dg.AssetKey(["raw", "events_daily_timings"])}
     assert hourly_raw | daily_raw | {hourly, daily} <= set(graph.get_all_asset_keys())
     assert hourly_raw <= graph.get(hourly).parent_keys
@@ -34,13 +36,17 @@ def test_the_asset_graph_runs_source_to_hourly_to_daily():
         assert node.description, f"{key} has no description for the UI"
         if node.is_materializable:
             assert node.backfill_policy == dg.BackfillPolicy.single_run()
-    assert {job.name for job in defs.jobs} == {"hourly_metrics", "daily_metrics"}
+    assert {"hourly_metrics", "daily_metrics", "freshness_checks"} <= {
+        job.name for job in defs.jobs
+    }
 
 
 def test_definitions_load_without_any_warning():
     out = subprocess.run(
         [sys.executable, "-W", "always", "-c", "import metrics_platform.definitions"],
-        capture_output=True, text=True, cwd=REPO,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
     )
     assert out.returncode == 0, out.stderr
     assert out.stderr == ""
@@ -49,7 +55,10 @@ def test_definitions_load_without_any_warning():
 def test_the_workspace_validates_with_the_dagster_cli(tmp_path):
     out = subprocess.run(
         [sys.executable, "-m", "dagster", "definitions", "validate", "-w", "workspace.yaml"],
-        capture_output=True, text=True, cwd=REPO, env={**os.environ, "DAGSTER_HOME": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "DAGSTER_HOME": str(tmp_path)},
     )
     assert out.returncode == 0, out.stdout + out.stderr
     # The command itself notes that it is superseded; nothing loaded from the project warns.
@@ -75,7 +84,12 @@ def test_dagster_packages_are_pinned_together_and_pip_check_is_clean():
     assert out.returncode == 0, out.stdout
     from importlib.metadata import version
 
-    assert version("dagster") == version("dagster-webserver") == version("dagster-graphql") == "1.13.27"
+    assert (
+        version("dagster")
+        == version("dagster-webserver")
+        == version("dagster-graphql")
+        == "1.13.27"
+    )
     assert version("dagster-postgres") == "0.29.27"
 
 

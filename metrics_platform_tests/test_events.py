@@ -28,9 +28,12 @@ def events_db(product_url):
         rows.append(("api call", at, float(rng.exponential(40)), bool(rng.random() < 0.1)))
         if minute % 3 == 0:
             rows.append(("signup", at, None if minute % 2 else float(rng.exponential(900)), False))
-    execute(product_url, "INSERT INTO events (type, occurred_at, duration_ms, failed) "
-            "SELECT * FROM unnest(%s::text[], %s::timestamptz[], %s::float8[], %s::bool[])",
-            [list(col) for col in zip(*rows)])
+    execute(
+        product_url,
+        "INSERT INTO events (type, occurred_at, duration_ms, failed) "
+        "SELECT * FROM unnest(%s::text[], %s::timestamptz[], %s::float8[], %s::bool[])",
+        [list(col) for col in zip(*rows)],
+    )
     frame = pd.DataFrame(rows, columns=["type", "at", "duration", "failed"])
     frame["at"] = pd.to_datetime(frame["at"], utc=True)
     return product_url, frame
@@ -44,8 +47,11 @@ def values(store_url, view="hourly_values_by_name", time="time"):
 def test_hourly_counts_and_percentiles_match_the_raw_events(store_url, events_db):
     product_url, raw = events_db
     resources = platform_resources(store_url, product_url)
-    assert materialize(resources, selection=dg.AssetSelection.assets(HOURLY_KEY, HOURLY_VALUES_KEY),
-                       partition_range=("2026-03-10-00:00", "2026-03-10-23:00")).success
+    assert materialize(
+        resources,
+        selection=dg.AssetSelection.assets(HOURLY_KEY, HOURLY_VALUES_KEY),
+        partition_range=("2026-03-10-00:00", "2026-03-10-23:00"),
+    ).success
     got = values(store_url)
     for hour in pd.date_range(DAY, periods=24, freq="h"):
         in_hour = raw[(raw["at"] >= hour) & (raw["at"] < hour + pd.Timedelta(hours=1))]
@@ -54,26 +60,39 @@ def test_hourly_counts_and_percentiles_match_the_raw_events(store_url, events_db
         assert got[("events.api_call.errors", hour)] == calls["failed"].sum()
         for p in (50, 90, 99):
             assert got[(f"events.api_call.duration.p{p}", hour)] == pytest.approx(
-                np.percentile(calls["duration"], p))
+                np.percentile(calls["duration"], p)
+            )
         timed = in_hour[(in_hour["type"] == "signup") & in_hour["duration"].notna()]
         if len(timed):
-            assert got[("events.signup.duration.p50", hour)] == pytest.approx(np.median(timed["duration"]))
+            assert got[("events.signup.duration.p50", hour)] == pytest.approx(
+                np.median(timed["duration"])
+            )
 
 
 def test_daily_percentiles_come_from_the_days_raw_timings(store_url, events_db):
     product_url, raw = events_db
     resources = platform_resources(store_url, product_url)
-    materialize(resources, selection=dg.AssetSelection.assets(HOURLY_KEY, HOURLY_VALUES_KEY),
-                partition_range=("2026-03-10-00:00", "2026-03-10-23:00"))
-    assert materialize(resources, selection=dg.AssetSelection.assets(DAILY_KEY, DAILY_VALUES_KEY),
-                       partition_key="2026-03-10").success
+    materialize(
+        resources,
+        selection=dg.AssetSelection.assets(HOURLY_KEY, HOURLY_VALUES_KEY),
+        partition_range=("2026-03-10-00:00", "2026-03-10-23:00"),
+    )
+    assert materialize(
+        resources,
+        selection=dg.AssetSelection.assets(DAILY_KEY, DAILY_VALUES_KEY),
+        partition_key="2026-03-10",
+    ).success
     daily = values(store_url, "daily_values_by_name", "date")
     day = pd.Timestamp("2026-03-10")
-    calls = raw[(raw["type"] == "api call") & (raw["at"] >= DAY) & (raw["at"] < DAY + timedelta(days=1))]
+    calls = raw[
+        (raw["type"] == "api call") & (raw["at"] >= DAY) & (raw["at"] < DAY + timedelta(days=1))
+    ]
     p99 = daily[("events.api_call.duration.p99", day)]
     assert p99 == pytest.approx(np.percentile(calls["duration"], 99))
     hourly = values(store_url)
-    mean_of_hourly = np.mean([v for (m, _), v in hourly.items() if m == "events.api_call.duration.p99"])
+    mean_of_hourly = np.mean(
+        [v for (m, _), v in hourly.items() if m == "events.api_call.duration.p99"]
+    )
     assert p99 != pytest.approx(mean_of_hourly)  # never the average of hourly percentiles
     assert daily[("events.api_call.count", day)] == len(calls)  # counters still sum
 
@@ -81,8 +100,14 @@ def test_daily_percentiles_come_from_the_days_raw_timings(store_url, events_db):
 def test_event_types_that_collide_as_metric_names_are_refused():
     hour = DAY
     with pytest.raises(SourceError, match="both map to events.api_call"):
-        normalize_hourly([(hour, "api call", 1, None, None), (hour, "api-call", 1, None, None),
-                          (hour, "api_call", 1, None, None)], [50])
+        normalize_hourly(
+            [
+                (hour, "api call", 1, None, None),
+                (hour, "api-call", 1, None, None),
+                (hour, "api_call", 1, None, None),
+            ],
+            [50],
+        )
 
 
 def test_an_event_without_a_type_is_refused():

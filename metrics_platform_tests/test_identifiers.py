@@ -8,7 +8,7 @@ from metrics_platform.lib.errors import ConfigurationError
 from metrics_platform.lib.identifiers import QualifiedName, validate_identifier
 
 INJECTIONS = [
-    'users; DROP TABLE users',
+    "users; DROP TABLE users",
     'users"--',
     "users' OR '1'='1",
     "users)",

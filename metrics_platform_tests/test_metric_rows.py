@@ -40,8 +40,15 @@ def test_a_metric_reported_twice_for_an_hour_is_refused():
         metric_frame("s", [HOUR, HOUR], ["a", "a"], [1.0, 2.0])
 
 
-@given(st.lists(st.tuples(st.one_of(st.none(), st.integers(-5, 5), st.floats(), st.text(max_size=3)),
-                          st.one_of(st.text(max_size=5), st.integers())), max_size=6))
+@given(
+    st.lists(
+        st.tuples(
+            st.one_of(st.none(), st.integers(-5, 5), st.floats(), st.text(max_size=3)),
+            st.one_of(st.text(max_size=5), st.integers()),
+        ),
+        max_size=6,
+    )
+)
 def test_anything_either_fits_or_raises_the_projects_error(rows):
     try:
         metric_frame("fuzz", [HOUR] * len(rows), [n for _, n in rows], [v for v, _ in rows])

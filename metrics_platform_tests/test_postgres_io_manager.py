@@ -9,7 +9,6 @@ from pathlib import Path
 
 import dagster as dg
 import pandas as pd
-import pytest
 
 from metrics_platform.lib.postgres_io import PostgresPandasIOManager
 from metrics_platform_tests import io_assets
@@ -51,7 +50,12 @@ def test_writing_an_hour_replaces_exactly_that_hour(store_url):
     run(store_url, [io_assets.values], partition_range=("2026-03-10-04:00", "2026-03-10-06:00"))
     before = {(h.isoformat(), m): v for h, m, v in table(store_url)}
     # Version 2 of hour 05:00 reports only one metric: the other two must disappear from it.
-    run(store_url, [io_assets.values], partition_key=HOUR, config={"version": 2, "metrics": ["alpha"]})
+    run(
+        store_url,
+        [io_assets.values],
+        partition_key=HOUR,
+        config={"version": 2, "metrics": ["alpha"]},
+    )
     after = {(h.isoformat(), m): v for h, m, v in table(store_url)}
 
     untouched = {k: v for k, v in before.items() if not k[0].startswith("2026-03-10T05")}
@@ -66,8 +70,11 @@ def test_a_range_write_equals_single_writes(store_url, postgres_server):
 
     single_url = new_database(postgres_server, "single")
     hours = pd.date_range("2026-03-09 00:00", periods=48, freq="h", tz="UTC")
-    run(store_url, [io_assets.values],
-        partition_range=(hours[0].strftime("%Y-%m-%d-%H:%M"), hours[-1].strftime("%Y-%m-%d-%H:%M")))
+    run(
+        store_url,
+        [io_assets.values],
+        partition_range=(hours[0].strftime("%Y-%m-%d-%H:%M"), hours[-1].strftime("%Y-%m-%d-%H:%M")),
+    )
     for hour in hours:
         run(single_url, [io_assets.values], partition_key=hour.strftime("%Y-%m-%d-%H:%M"))
     assert table(store_url) == table(single_url)
@@ -98,8 +105,13 @@ def test_a_daily_partition_loads_exactly_its_24_hours(store_url):
 def test_rows_outside_the_partition_are_refused_and_nothing_changes(store_url):
     run(store_url, [io_assets.values], partition_key=HOUR)
     before = table(store_url)
-    result = run(store_url, [io_assets.values], partition_key=HOUR,
-                 config={"version": 3, "outside_window": True}, raise_on_error=False)
+    result = run(
+        store_url,
+        [io_assets.values],
+        partition_key=HOUR,
+        config={"version": 3, "outside_window": True},
+        raise_on_error=False,
+    )
     assert not result.success
     error = result.get_step_failure_events()[0].event_specific_data.error
     messages = [error.message] + ([error.cause.message] if error.cause else [])
@@ -145,7 +157,8 @@ def test_a_write_killed_during_copy_leaves_the_previous_state(store_url, tmp_pat
     marker = tmp_path / "copying"
     child = subprocess.Popen(
         [sys.executable, "-c", KILL_SCRIPT, store_url, str(marker), HOUR],
-        cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
     )
     try:
         deadline = time.monotonic() + 120

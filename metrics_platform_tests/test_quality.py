@@ -20,27 +20,44 @@ def freshness(defs, instance):
 
 def test_freshness_fails_until_the_latest_closed_hour_lands(store_url, monkeypatch):
     monkeypatch.setenv(DATABASE_URL_ENV, store_url)
-    defs = build_definitions({**TEST_SETTINGS, "quality": {"freshness_delay_minutes": 0}},
-                             env={PRODUCT_DATABASE_URL_ENV: "x"})
+    defs = build_definitions(
+        {**TEST_SETTINGS, "quality": {"freshness_delay_minutes": 0}},
+        env={PRODUCT_DATABASE_URL_ENV: "x"},
+    )
     with dg.instance_for_test() as instance:
         assert not freshness(defs, instance).passed  # nothing has landed
-        latest_closed = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0) \
-            - timedelta(hours=1)
-        execute(store_url, "INSERT INTO metrics.metric (name, aggregation, source) VALUES ('m', 'sum', 't')")
-        execute(store_url, "INSERT INTO metrics.hourly_values SELECT id, %s, 1 FROM metrics.metric",
-                (latest_closed - timedelta(hours=3),))
+        latest_closed = datetime.now(timezone.utc).replace(
+            minute=0, second=0, microsecond=0
+        ) - timedelta(hours=1)
+        execute(
+            store_url,
+            "INSERT INTO metrics.metric (name, aggregation, source) VALUES ('m', 'sum', 't')",
+        )
+        execute(
+            store_url,
+            "INSERT INTO metrics.hourly_values SELECT id, %s, 1 FROM metrics.metric",
+            (latest_closed - timedelta(hours=3),),
+        )
         stale = freshness(defs, instance)
         assert not stale.passed
         assert stale.metadata["required_hour"].value == latest_closed.isoformat()
-        execute(store_url, "INSERT INTO metrics.hourly_values SELECT id, %s, 1 FROM metrics.metric",
-                (latest_closed,))
+        execute(
+            store_url,
+            "INSERT INTO metrics.hourly_values SELECT id, %s, 1 FROM metrics.metric",
+            (latest_closed,),
+        )
         assert freshness(defs, instance).passed
 
 
 def test_completeness_names_the_missing_metrics():
     hours = pd.date_range("2026-03-10", periods=2, freq="h", tz="UTC")
-    named = pd.DataFrame({"hour": [hours[0], hours[1], hours[0]], "metric": ["a", "a", "b"],
-                          "value": [1.0, 2.0, 3.0]})
+    named = pd.DataFrame(
+        {
+            "hour": [hours[0], hours[1], hours[0]],
+            "metric": ["a", "a", "b"],
+            "value": [1.0, 2.0, 3.0],
+        }
+    )
     start, end = hours[0].to_pydatetime(), (hours[1] + pd.Timedelta(hours=1)).to_pydatetime()
     assert completeness(named, ["a", "b", "c"], start, end) == (False, ["b", "c"])
     assert completeness(named, ["a"], start, end) == (True, [])

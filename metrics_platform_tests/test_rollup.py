@@ -14,10 +14,16 @@ def hourly(rows):
 
 
 def test_counters_sum_and_gauges_take_the_last_hour():
-    frame = hourly([
-        (1, "2026-03-10 00:00", 2.0), (1, "2026-03-10 23:00", 3.0), (1, "2026-03-11 00:00", 7.0),
-        (2, "2026-03-10 05:00", 10.0), (2, "2026-03-10 22:00", 12.0), (2, "2026-03-10 03:00", 99.0),
-    ])
+    frame = hourly(
+        [
+            (1, "2026-03-10 00:00", 2.0),
+            (1, "2026-03-10 23:00", 3.0),
+            (1, "2026-03-11 00:00", 7.0),
+            (2, "2026-03-10 05:00", 10.0),
+            (2, "2026-03-10 22:00", 12.0),
+            (2, "2026-03-10 03:00", 99.0),
+        ]
+    )
     daily = rollup_daily(frame, {1: "sum", 2: "last"})
     assert daily.to_dict("records") == [
         {"metric_id": 1, "day": pd.Timestamp("2026-03-10").date(), "value": 5.0},
@@ -30,7 +36,10 @@ def test_days_follow_the_requested_time_zone():
     frame = hourly([(1, "2026-03-10 22:30", 1.0), (1, "2026-03-10 23:00", 1.0)])
     frame["hour"] = frame["hour"].dt.floor("h")
     daily = rollup_daily(frame, {1: "sum"}, timezone="Europe/Paris")
-    assert daily["day"].tolist() == [pd.Timestamp("2026-03-10").date(), pd.Timestamp("2026-03-11").date()]
+    assert daily["day"].tolist() == [
+        pd.Timestamp("2026-03-10").date(),
+        pd.Timestamp("2026-03-11").date(),
+    ]
 
 
 def test_an_empty_day_rolls_up_to_no_rows():

@@ -25,8 +25,11 @@ def test_values_must_be_finite_and_on_the_hour(store_url):
     conn = connect(store_url)
     try:
         ids = ensure_metrics(conn, [MetricSpec("a", "sum", "test")])
-        for hour, value in [("2026-01-01 00:30+00", 1.0), ("2026-01-01 00:00+00", float("nan")),
-                            ("2026-01-01 00:00+00", float("inf"))]:
+        for hour, value in [
+            ("2026-01-01 00:30+00", 1.0),
+            ("2026-01-01 00:00+00", float("nan")),
+            ("2026-01-01 00:00+00", float("inf")),
+        ]:
             with pytest.raises(psycopg2.errors.CheckViolation), conn, conn.cursor() as cur:
                 cur.execute(
                     "INSERT INTO metrics.hourly_values VALUES (%s, %s, %s)", (ids["a"], hour, value)
@@ -40,11 +43,15 @@ def test_the_views_expose_names_dates_and_hours(store_url):
     try:
         ids = ensure_metrics(conn, [MetricSpec("objects.users.count", "last", "test")])
         with conn, conn.cursor() as cur:
-            cur.execute("INSERT INTO metrics.hourly_values VALUES (%s, '2026-01-01 23:00+00', 7)",
-                        (ids["objects.users.count"],))
+            cur.execute(
+                "INSERT INTO metrics.hourly_values VALUES (%s, '2026-01-01 23:00+00', 7)",
+                (ids["objects.users.count"],),
+            )
     finally:
         conn.close()
-    rows = query(store_url, "SELECT metric, date::text, hour, value FROM metrics.hourly_values_by_name")
+    rows = query(
+        store_url, "SELECT metric, date::text, hour, value FROM metrics.hourly_values_by_name"
+    )
     assert rows == [("objects.users.count", "2026-01-01", 23, 7.0)]
 
 

@@ -66,7 +66,6 @@ daily_partitions = dg.DailyPartitionsDefinition(
 )
 
 
-
 def utc_window(context: dg.AssetExecutionContext) -> tuple[datetime, datetime]:
     """The run's partition window (one partition or a range) as UTC datetimes."""
     window = context.partition_time_window

@@ -77,4 +77,6 @@ def connect(
     except psycopg2.OperationalError as exc:
         # libpq's message can echo connection parameters; keep only its first line.
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DatabaseUnavailableError(f"{key}: cannot connect to {redact(url)}: {reason}") from None
+        raise DatabaseUnavailableError(
+            f"{key}: cannot connect to {redact(url)}: {reason}"
+        ) from None

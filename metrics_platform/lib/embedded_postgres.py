@@ -83,7 +83,9 @@ class EmbeddedPostgres:
 
     def socket_url(self, dbname: str = "postgres") -> str:
         """The same database over the Unix socket (no TCP overhead)."""
-        return f"postgresql+psycopg2://{SUPERUSER}@/{dbname}?host={self.socket_dir}&port={self.port}"
+        return (
+            f"postgresql+psycopg2://{SUPERUSER}@/{dbname}?host={self.socket_dir}&port={self.port}"
+        )
 
     def _run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         kwargs = {}
@@ -110,7 +112,10 @@ class EmbeddedPostgres:
         return (self.data_dir / "PG_VERSION").exists()
 
     def is_running(self) -> bool:
-        return self.initialized and self._run("pg_ctl", "status", "-D", str(self.data_dir)).returncode == 0
+        return (
+            self.initialized
+            and self._run("pg_ctl", "status", "-D", str(self.data_dir)).returncode == 0
+        )
 
     def init(self) -> None:
         if self.initialized:
@@ -120,8 +125,15 @@ class EmbeddedPostgres:
         if self._run_as is not None:
             os.chown(self.data_dir, self._run_as.pw_uid, self._run_as.pw_gid)
         self._checked(
-            "initdb", "-D", str(self.data_dir), "-U", SUPERUSER, "--auth=trust",
-            "--encoding=UTF8", "--locale=C", "--no-sync",
+            "initdb",
+            "-D",
+            str(self.data_dir),
+            "-U",
+            SUPERUSER,
+            "--auth=trust",
+            "--encoding=UTF8",
+            "--locale=C",
+            "--no-sync",
         )
 
     def start(self) -> EmbeddedPostgres:
@@ -134,15 +146,26 @@ class EmbeddedPostgres:
                 f"-p {self.port}",
                 "-c listen_addresses=127.0.0.1",
                 f"-c unix_socket_directories='{self.socket_dir}'",
-                "" if self.fsync else "-c fsync=off -c synchronous_commit=off -c full_page_writes=off",
+                ""
+                if self.fsync
+                else "-c fsync=off -c synchronous_commit=off -c full_page_writes=off",
                 "-c max_connections=200",
                 "-c shared_buffers=256MB",
                 "-c timezone=UTC",
             ]
         )
         self._checked(
-            "pg_ctl", "start", "-D", str(self.data_dir), "-w", "-t", "60",
-            "-l", str(self.data_dir / "server.log"), "-o", options,
+            "pg_ctl",
+            "start",
+            "-D",
+            str(self.data_dir),
+            "-w",
+            "-t",
+            "60",
+            "-l",
+            str(self.data_dir / "server.log"),
+            "-o",
+            options,
         )
         return self
 

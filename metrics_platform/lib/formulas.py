@@ -53,10 +53,21 @@ class Formula:
         except SyntaxError:
             raise ConfigurationError(f"{key}: {text!r} is not a valid formula") from None
         for node in ast.walk(tree):
-            allowed = (ast.Expression, ast.BinOp, ast.UnaryOp, ast.USub, ast.UAdd, ast.Div,
-                       *_OPERATORS, ast.Load)
-            if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)) \
-                    and not isinstance(node.value, bool):
+            allowed = (
+                ast.Expression,
+                ast.BinOp,
+                ast.UnaryOp,
+                ast.USub,
+                ast.UAdd,
+                ast.Div,
+                *_OPERATORS,
+                ast.Load,
+            )
+            if (
+                isinstance(node, ast.Constant)
+                and isinstance(node.value, (int, float))
+                and not isinstance(node.value, bool)
+            ):
                 continue
             if isinstance(node, ast.Name) and re.fullmatch(r"__m\d+", node.id):
                 continue
@@ -71,7 +82,8 @@ class Formula:
     def evaluate(self, wide: pd.DataFrame) -> pd.Series:
         """One value per row of `wide` (columns: metric names); NaN where undefined."""
         columns = {
-            f"__m{i}": wide[name].astype("float64") if name in wide.columns
+            f"__m{i}": wide[name].astype("float64")
+            if name in wide.columns
             else pd.Series(np.nan, index=wide.index)
             for i, name in enumerate(self.metrics)
         }

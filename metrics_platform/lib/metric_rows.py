@@ -81,7 +81,9 @@ def metric_frame_from_records(
 def check_metric_frame(source: str, frame: pd.DataFrame) -> pd.DataFrame:
     """Raise `SourceError` unless `frame` is a well-formed, finite, duplicate-free long frame."""
     if list(frame.columns) != METRIC_ROW_COLUMNS:
-        raise SourceError(source, f"expected columns {METRIC_ROW_COLUMNS}, got {list(frame.columns)}")
+        raise SourceError(
+            source, f"expected columns {METRIC_ROW_COLUMNS}, got {list(frame.columns)}"
+        )
     if frame.empty:
         return empty_metric_frame()
     if frame["hour"].isna().any():
@@ -89,7 +91,9 @@ def check_metric_frame(source: str, frame: pd.DataFrame) -> pd.DataFrame:
     if (frame["hour"] != frame["hour"].dt.floor("h")).any():
         bad = frame.loc[frame["hour"] != frame["hour"].dt.floor("h"), "hour"].iloc[0]
         raise SourceError(source, f"hour {bad.isoformat()} is not on the hour")
-    bad_names = [n for n in frame["metric"].unique() if not (isinstance(n, str) and METRIC_NAME.fullmatch(n))]
+    bad_names = [
+        n for n in frame["metric"].unique() if not (isinstance(n, str) and METRIC_NAME.fullmatch(n))
+    ]
     if bad_names:
         raise SourceError(source, f"invalid metric name {bad_names[0]!r}")
     values = frame["value"].to_numpy()

@@ -1,6 +1,5 @@
 """Hourly values from every raw source, and their daily rollups."""
 
-
 from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
 
@@ -105,11 +104,17 @@ def build_hourly_values(
             fail_window=timedelta(hours=3), warn_window=timedelta(hours=2)
         ),
         check_specs=[
-            dg.AssetCheckSpec(COMPLETE, asset=HOURLY_VALUES_KEY,
-                              description="Every expected metric of every enabled source has a "
-                                          "value for every hour written."),
-            dg.AssetCheckSpec(COUNTERS_NON_NEGATIVE, asset=HOURLY_VALUES_KEY,
-                              description="No counter (a `sum` metric) is negative."),
+            dg.AssetCheckSpec(
+                COMPLETE,
+                asset=HOURLY_VALUES_KEY,
+                description="Every expected metric of every enabled source has a "
+                "value for every hour written.",
+            ),
+            dg.AssetCheckSpec(
+                COUNTERS_NON_NEGATIVE,
+                asset=HOURLY_VALUES_KEY,
+                description="No counter (a `sum` metric) is negative.",
+            ),
         ],
     )
     def hourly_values(
@@ -121,26 +126,37 @@ def build_hourly_values(
             names |= set(frame["metric"]) if len(frame) else set()
         ids = metric_store.metric_ids(names)
         values = combine_sources(raw, ids)
-        yield dg.Output(values, metadata={
-            **_window_metadata(context),
-            **{f"rows_in/{name}": dg.MetadataValue.int(len(frame)) for name, frame in raw.items()},
-            "rows_out": dg.MetadataValue.int(len(values)),
-            "metrics": dg.MetadataValue.int(values["metric_id"].nunique()),
-        })
+        yield dg.Output(
+            values,
+            metadata={
+                **_window_metadata(context),
+                **{
+                    f"rows_in/{name}": dg.MetadataValue.int(len(frame))
+                    for name, frame in raw.items()
+                },
+                "rows_out": dg.MetadataValue.int(len(values)),
+                "metrics": dg.MetadataValue.int(values["metric_id"].nunique()),
+            },
+        )
 
         names_by_id = {i: n for n, i in ids.items()}
         named = values.assign(metric=values["metric_id"].map(names_by_id))
         passed, incomplete = completeness(named, expected_metrics, *utc_window(context))
         yield dg.AssetCheckResult(
-            check_name=COMPLETE, passed=passed, severity=dg.AssetCheckSeverity.WARN,
-            metadata={"incomplete": dg.MetadataValue.text(", ".join(incomplete) or "none"),
-                      "expected": dg.MetadataValue.int(len(expected_metrics))},
+            check_name=COMPLETE,
+            passed=passed,
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={
+                "incomplete": dg.MetadataValue.text(", ".join(incomplete) or "none"),
+                "expected": dg.MetadataValue.int(len(expected_metrics)),
+            },
         )
         catalog = metric_store.catalog(values["metric_id"].unique().tolist()) if len(values) else {}
         counters = [i for i, entry in catalog.items() if entry.aggregation == "sum"]
         negative = values[values["metric_id"].isin(counters) & (values["value"] < 0)]
         yield dg.AssetCheckResult(
-            check_name=COUNTERS_NON_NEGATIVE, passed=negative.empty,
+            check_name=COUNTERS_NON_NEGATIVE,
+            passed=negative.empty,
             metadata={"negative_rows": dg.MetadataValue.int(len(negative))},
         )
 
@@ -159,7 +175,8 @@ def build_freshness_check(delay_minutes: int) -> dg.AssetChecksDefinition:
         latest = metric_store.latest_hour()
         now = datetime.now(timezone.utc)
         required = (now - timedelta(minutes=delay_minutes)).replace(
-            minute=0, second=0, microsecond=0) - timedelta(hours=1)
+            minute=0, second=0, microsecond=0
+        ) - timedelta(hours=1)
         return dg.AssetCheckResult(
             passed=latest is not None and latest >= required,
             metadata={
@@ -182,8 +199,15 @@ def combine_daily(
         unknown = sorted(set(frame["metric"]) - set(ids))
         if unknown:
             raise MetricsPlatformError(f"{name}: metric {unknown[0]!r} is not in the catalog")
-        parts.append(pd.DataFrame({"metric_id": frame["metric"].map(ids).astype("int64"),
-                                   "day": frame["day"], "value": frame["value"]}))
+        parts.append(
+            pd.DataFrame(
+                {
+                    "metric_id": frame["metric"].map(ids).astype("int64"),
+                    "day": frame["day"],
+                    "value": frame["value"],
+                }
+            )
+        )
     daily = pd.concat(parts, ignore_index=True)
     clash = daily.duplicated(["metric_id", "day"])
     if clash.any():

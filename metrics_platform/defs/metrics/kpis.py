@@ -76,12 +76,19 @@ def parse_kpis(section: Sequence[Mapping], known_metrics: Sequence[str]) -> list
                 )
         bounds = entry.get("bounds")
         if bounds is not None:
-            if (not isinstance(bounds, list) or len(bounds) != 2
-                    or not all(isinstance(b, (int, float)) for b in bounds) or bounds[0] > bounds[1]):
+            if (
+                not isinstance(bounds, list)
+                or len(bounds) != 2
+                or not all(isinstance(b, (int, float)) for b in bounds)
+                or bounds[0] > bounds[1]
+            ):
                 raise ConfigurationError(f"{key}.bounds: expected [low, high], got {bounds!r}")
             bounds = (float(bounds[0]), float(bounds[1]))
-        kpis.append(Kpi(name, formula, str(entry.get("unit", "")), str(entry.get("description", "")),
-                        bounds))
+        kpis.append(
+            Kpi(
+                name, formula, str(entry.get("unit", "")), str(entry.get("description", "")), bounds
+            )
+        )
     names = [kpi.name for kpi in kpis]
     if len(set(names)) != len(names):
         raise ConfigurationError("kpis: two KPIs have the same name")
@@ -92,14 +99,20 @@ def compute_kpis(values: pd.DataFrame, period: str, kpis: Sequence[Kpi]) -> pd.D
     """(period, metric, value) rows -> (period, metric, value) rows of every KPI, leaving out
     periods where a KPI is undefined (missing operand, division by zero)."""
     if values.empty or not kpis:
-        return pd.DataFrame({period: pd.Series([], dtype=values[period].dtype if period in values else object),
-                             "metric": pd.Series([], dtype=object),
-                             "value": pd.Series([], dtype="float64")})
+        return pd.DataFrame(
+            {
+                period: pd.Series([], dtype=values[period].dtype if period in values else object),
+                "metric": pd.Series([], dtype=object),
+                "value": pd.Series([], dtype="float64"),
+            }
+        )
     wide = values.pivot(index=period, columns="metric", values="value")
     parts = []
     for kpi in kpis:
         result = kpi.formula.evaluate(wide).dropna()
-        parts.append(pd.DataFrame({period: result.index, "metric": kpi.name, "value": result.values}))
+        parts.append(
+            pd.DataFrame({period: result.index, "metric": kpi.name, "value": result.values})
+        )
     return pd.concat(parts, ignore_index=True)
 
 
@@ -111,8 +124,13 @@ def _named(frame: pd.DataFrame, period: str, metric_store: MetricStore) -> pd.Da
 
 
 def _with_ids(frame: pd.DataFrame, period: str, ids: Mapping[str, int]) -> pd.DataFrame:
-    return pd.DataFrame({"metric_id": frame["metric"].map(ids).astype("int64"),
-                         period: frame[period], "value": frame["value"].astype("float64")})
+    return pd.DataFrame(
+        {
+            "metric_id": frame["metric"].map(ids).astype("int64"),
+            period: frame[period],
+            "value": frame["value"].astype("float64"),
+        }
+    )
 
 
 def _bounds_check(kpis: Sequence[Kpi], frame: pd.DataFrame) -> dg.AssetCheckResult:
@@ -123,9 +141,12 @@ def _bounds_check(kpis: Sequence[Kpi], frame: pd.DataFrame) -> dg.AssetCheckResu
         values = frame.loc[frame["metric"] == kpi.name, "value"]
         bad = values[(values < kpi.bounds[0]) | (values > kpi.bounds[1])]
         if len(bad):
-            outside.append(f"{kpi.name}: {len(bad)} value(s) outside {list(kpi.bounds)}, e.g. {bad.iloc[0]:g}")
+            outside.append(
+                f"{kpi.name}: {len(bad)} value(s) outside {list(kpi.bounds)}, e.g. {bad.iloc[0]:g}"
+            )
     return dg.AssetCheckResult(
-        check_name=WITHIN_BOUNDS, passed=not outside,
+        check_name=WITHIN_BOUNDS,
+        passed=not outside,
         metadata={"outside": dg.MetadataValue.text("\n".join(outside) or "none")},
     )
 
@@ -138,38 +159,61 @@ def build_kpi_assets(kpis: Sequence[Kpi]) -> list[dg.AssetsDefinition]:
         result = compute_kpis(named[[period, "metric", "value"]], period, kpis)
         ids = metric_store.register_metrics([kpi.spec for kpi in kpis])
         start, end = context.partition_time_window.start, context.partition_time_window.end
-        yield dg.Output(_with_ids(result, period, ids), metadata={
-            "window_start": dg.MetadataValue.timestamp(start),
-            "window_end": dg.MetadataValue.timestamp(end),
-            "kpis": dg.MetadataValue.int(len(kpis)),
-            "rows_in": dg.MetadataValue.int(len(upstream)),
-            "rows_out": dg.MetadataValue.int(len(result)),
-        })
+        yield dg.Output(
+            _with_ids(result, period, ids),
+            metadata={
+                "window_start": dg.MetadataValue.timestamp(start),
+                "window_end": dg.MetadataValue.timestamp(end),
+                "kpis": dg.MetadataValue.int(len(kpis)),
+                "rows_in": dg.MetadataValue.int(len(upstream)),
+                "rows_out": dg.MetadataValue.int(len(result)),
+            },
+        )
         yield _bounds_check(kpis, result)
 
     @dg.asset(
-        key=HOURLY_KPIS_KEY, group_name=GROUP, kinds={"postgres", "pandas"},
+        key=HOURLY_KPIS_KEY,
+        group_name=GROUP,
+        kinds={"postgres", "pandas"},
         ins={"hourly_values": dg.AssetIn(key=HOURLY_VALUES_KEY)},
-        partitions_def=hourly_partitions, backfill_policy=single_run,
-        metadata={"partition_expr": "hour"}, automation_condition=FOLLOW_ANY_SOURCE,
-        check_specs=[dg.AssetCheckSpec(WITHIN_BOUNDS, asset=HOURLY_KPIS_KEY,
-                                       description="Every KPI with declared bounds stays within them.")],
+        partitions_def=hourly_partitions,
+        backfill_policy=single_run,
+        metadata={"partition_expr": "hour"},
+        automation_condition=FOLLOW_ANY_SOURCE,
+        check_specs=[
+            dg.AssetCheckSpec(
+                WITHIN_BOUNDS,
+                asset=HOURLY_KPIS_KEY,
+                description="Every KPI with declared bounds stays within them.",
+            )
+        ],
     )
-    def hourly_kpis(context: dg.AssetExecutionContext, metric_store: MetricStore,
-                    hourly_values: pd.DataFrame):
+    def hourly_kpis(
+        context: dg.AssetExecutionContext, metric_store: MetricStore, hourly_values: pd.DataFrame
+    ):
         """The KPIs of every UTC hour, computed from that hour's values (`metrics.hourly_kpis`)."""
         yield from compute(context, metric_store, hourly_values, "hour")
 
     @dg.asset(
-        key=DAILY_KPIS_KEY, group_name=GROUP, kinds={"postgres", "pandas"},
+        key=DAILY_KPIS_KEY,
+        group_name=GROUP,
+        kinds={"postgres", "pandas"},
         ins={"daily_values": dg.AssetIn(key=DAILY_VALUES_KEY)},
-        partitions_def=daily_partitions, backfill_policy=single_run,
-        metadata={"partition_expr": "day"}, automation_condition=WHEN_THE_DAY_IS_COMPLETE,
-        check_specs=[dg.AssetCheckSpec(WITHIN_BOUNDS, asset=DAILY_KPIS_KEY,
-                                       description="Every KPI with declared bounds stays within them.")],
+        partitions_def=daily_partitions,
+        backfill_policy=single_run,
+        metadata={"partition_expr": "day"},
+        automation_condition=WHEN_THE_DAY_IS_COMPLETE,
+        check_specs=[
+            dg.AssetCheckSpec(
+                WITHIN_BOUNDS,
+                asset=DAILY_KPIS_KEY,
+                description="Every KPI with declared bounds stays within them.",
+            )
+        ],
     )
-    def daily_kpis(context: dg.AssetExecutionContext, metric_store: MetricStore,
-                   daily_values: pd.DataFrame):
+    def daily_kpis(
+        context: dg.AssetExecutionContext, metric_store: MetricStore, daily_values: pd.DataFrame
+    ):
         """The KPIs of every business day, computed from that day's values (`metrics.daily_kpis`)."""
         yield from compute(context, metric_store, daily_values, "day")
 

@@ -90,7 +90,10 @@ def check_within_slice(frame: pd.DataFrame, table_slice: TableSlice) -> None:
             if pd.api.types.infer_dtype(values, skipna=True) == "date":
                 start, end = start.date(), end.date()  # the window's own calendar dates
             else:
-                start, end = pd.Timestamp(start).tz_convert("UTC"), pd.Timestamp(end).tz_convert("UTC")
+                start, end = (
+                    pd.Timestamp(start).tz_convert("UTC"),
+                    pd.Timestamp(end).tz_convert("UTC"),
+                )
             outside = frame[(values < start) | (values >= end) | values.isna()]
         else:
             outside = frame[~frame[column].isin(list(dimension.partitions))]
@@ -246,5 +249,3 @@ class PostgresPandasTypeHandler(DbTypeHandler[pd.DataFrame]):
         buffer.seek(0)
         raw = pd.read_csv(buffer, dtype=str, keep_default_na=False, na_values=[""])
         return pd.DataFrame({name: _parse_column(raw[name], types[name]) for name in names})
-
-

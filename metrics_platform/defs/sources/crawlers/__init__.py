@@ -16,12 +16,16 @@ def build_source(section: Mapping, env: Mapping[str, str]) -> SourceDefinition:
     from metrics_platform.defs.sources.crawlers.resource import CrawlerRegistry
 
     if not section:
-        return SourceDefinition(SOURCE, crawler_status,
-                                disabled_reason="no `crawlers` section in the settings file",
-                                metrics=METRICS)
+        return SourceDefinition(
+            SOURCE,
+            crawler_status,
+            disabled_reason="no `crawlers` section in the settings file",
+            metrics=METRICS,
+        )
     settings = dict(section)
     url_env = settings.pop("url_env", URL_ENV_DEFAULT)
     resource = CrawlerRegistry(url=dg.EnvVar(url_env), **settings)
     reason = None if env.get(url_env) else f"{url_env} is not set"
-    return SourceDefinition(SOURCE, crawler_status, {"crawler_registry": resource}, reason,
-                            metrics=METRICS)
+    return SourceDefinition(
+        SOURCE, crawler_status, {"crawler_registry": resource}, reason, metrics=METRICS
+    )

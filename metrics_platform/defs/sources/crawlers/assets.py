@@ -13,9 +13,23 @@ from metrics_platform.lib.store import MetricSpec
 STATUS_KEY = dg.AssetKey(["raw", "crawler_status"])
 EVERY_HOUR_REPORTED = "every_hour_reported"
 SPECS = [
-    MetricSpec("spider.total", "last", SOURCE, "crawlers", "Crawlers existing at the end of the period."),
-    MetricSpec("spider.active", "last", SOURCE, "crawlers", "Crawlers working on a stage at the end of the period."),
-    MetricSpec("spider.idle", "last", SOURCE, "crawlers", "Crawlers with no current stage at the end of the period."),
+    MetricSpec(
+        "spider.total", "last", SOURCE, "crawlers", "Crawlers existing at the end of the period."
+    ),
+    MetricSpec(
+        "spider.active",
+        "last",
+        SOURCE,
+        "crawlers",
+        "Crawlers working on a stage at the end of the period.",
+    ),
+    MetricSpec(
+        "spider.idle",
+        "last",
+        SOURCE,
+        "crawlers",
+        "Crawlers with no current stage at the end of the period.",
+    ),
 ]
 
 
@@ -27,8 +41,13 @@ SPECS = [
     backfill_policy=single_run,
     retry_policy=dg.RetryPolicy(max_retries=2, delay=10, backoff=dg.Backoff.EXPONENTIAL),
     metadata={"partition_expr": "hour", "primary_key": ["metric", "hour"]},
-    check_specs=[dg.AssetCheckSpec(EVERY_HOUR_REPORTED, asset=STATUS_KEY,
-                                   description="Total, active and idle crawlers for every hour.")],
+    check_specs=[
+        dg.AssetCheckSpec(
+            EVERY_HOUR_REPORTED,
+            asset=STATUS_KEY,
+            description="Total, active and idle crawlers for every hour.",
+        )
+    ],
 )
 def crawler_status(
     context: dg.AssetExecutionContext, crawler_registry: CrawlerRegistry, metric_store: MetricStore
@@ -40,13 +59,16 @@ def crawler_status(
         frame = normalize_status(rows)
     metric_store.register_metrics(SPECS)
     hours = int((end - start).total_seconds() // 3600)
-    yield dg.Output(frame, metadata={
-        "window_start": dg.MetadataValue.timestamp(start),
-        "window_end": dg.MetadataValue.timestamp(end),
-        "rows_read": dg.MetadataValue.int(len(rows)),
-        "rows_written": dg.MetadataValue.int(len(frame)),
-        "rows_rejected": dg.MetadataValue.int(0),
-    })
+    yield dg.Output(
+        frame,
+        metadata={
+            "window_start": dg.MetadataValue.timestamp(start),
+            "window_end": dg.MetadataValue.timestamp(end),
+            "rows_read": dg.MetadataValue.int(len(rows)),
+            "rows_written": dg.MetadataValue.int(len(frame)),
+            "rows_rejected": dg.MetadataValue.int(0),
+        },
+    )
     yield dg.AssetCheckResult(
         check_name=EVERY_HOUR_REPORTED,
         passed=len(frame) == hours * len(METRICS),

@@ -56,9 +56,13 @@ class CrawlerRegistry(dg.ConfigurableResource):
     crawlers_table: str = Field(default="spiders", description="Table of crawlers.")
     id_column: str = Field(default="id", description="Crawler id column.")
     created_at_column: str = Field(default="created_at", description="Crawler creation time.")
-    deleted_at_column: str | None = Field(default=None, description="Crawler deletion time, if any.")
+    deleted_at_column: str | None = Field(
+        default=None, description="Crawler deletion time, if any."
+    )
     status_table: str = Field(default="spider_status", description="History of status changes.")
-    status_crawler_column: str = Field(default="spider_id", description="Crawler id in the history.")
+    status_crawler_column: str = Field(
+        default="spider_id", description="Crawler id in the history."
+    )
     stage_column: str = Field(default="stage", description="Current stage; empty or null = idle.")
     changed_at_column: str = Field(default="changed_at", description="Time of the status change.")
 
@@ -68,8 +72,14 @@ class CrawlerRegistry(dg.ConfigurableResource):
         QualifiedName.parse(value, key=f"crawlers.{info.field_name}")
         return value
 
-    @field_validator("id_column", "created_at_column", "deleted_at_column", "status_crawler_column",
-                     "stage_column", "changed_at_column")
+    @field_validator(
+        "id_column",
+        "created_at_column",
+        "deleted_at_column",
+        "status_crawler_column",
+        "stage_column",
+        "changed_at_column",
+    )
     @classmethod
     def _columns(cls, value: str | None, info) -> str | None:
         if value is not None:
@@ -86,9 +96,12 @@ class CrawlerRegistry(dg.ConfigurableResource):
             status_table=QualifiedName.parse(self.status_table, key="crawlers.status_table").sql(),
             id=ident(self.id_column),
             created_at=ident(self.created_at_column),
-            deleted_at=ident(self.deleted_at_column) if self.deleted_at_column
+            deleted_at=ident(self.deleted_at_column)
+            if self.deleted_at_column
             else sql.SQL("NULL::timestamptz"),
-            crawlers_table=QualifiedName.parse(self.crawlers_table, key="crawlers.crawlers_table").sql(),
+            crawlers_table=QualifiedName.parse(
+                self.crawlers_table, key="crawlers.crawlers_table"
+            ).sql(),
         )
         try:
             conn = connect(self.url, application_name="metrics_platform crawlers", key="crawlers")
@@ -101,7 +114,10 @@ class CrawlerRegistry(dg.ConfigurableResource):
                 return cur.fetchall()
         except psycopg2.Error as exc:
             message = (exc.pgerror or str(exc)).strip().splitlines()[0]
-            raise SourceError(SOURCE, f"reading crawler status: {message}",
-                              transient=isinstance(exc, psycopg2.OperationalError)) from None
+            raise SourceError(
+                SOURCE,
+                f"reading crawler status: {message}",
+                transient=isinstance(exc, psycopg2.OperationalError),
+            ) from None
         finally:
             conn.close()

@@ -19,14 +19,21 @@ def build_source(section: Mapping, env: Mapping[str, str]) -> SourceDefinition:
 
     if not section:
         return SourceDefinition(
-            SOURCE, events_hourly, disabled_reason="no `events` section in the settings file",
-            daily_assets=[events_daily_timings], metrics=["events.*"],
+            SOURCE,
+            events_hourly,
+            disabled_reason="no `events` section in the settings file",
+            daily_assets=[events_daily_timings],
+            metrics=["events.*"],
         )
     settings = dict(section)
     url_env = settings.pop("url_env", URL_ENV_DEFAULT)
     resource = EventLog(url=dg.EnvVar(url_env), **settings)
     reason = None if env.get(url_env) else f"{url_env} is not set"
     return SourceDefinition(
-        SOURCE, events_hourly, {"event_log": resource}, reason,
-        daily_assets=[events_daily_timings], metrics=["events.*"],
+        SOURCE,
+        events_hourly,
+        {"event_log": resource},
+        reason,
+        daily_assets=[events_daily_timings],
+        metrics=["events.*"],
     )

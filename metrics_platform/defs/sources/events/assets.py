@@ -32,8 +32,15 @@ def metric_specs(names: pd.Series, event_log: EventLog) -> list[MetricSpec]:
     for name in sorted(set(names)):
         if ".duration.p" in name:
             percentile = name.rsplit(".p", 1)[1]
-            specs.append(MetricSpec(name, "recomputed", SOURCE, event_log.duration_unit,
-                                    f"{percentile}th percentile of the event's duration."))
+            specs.append(
+                MetricSpec(
+                    name,
+                    "recomputed",
+                    SOURCE,
+                    event_log.duration_unit,
+                    f"{percentile}th percentile of the event's duration.",
+                )
+            )
         elif name.endswith(".errors"):
             specs.append(MetricSpec(name, "sum", SOURCE, "events", "Failed events of this type."))
         else:
@@ -69,8 +76,11 @@ def _non_negative(frame: pd.DataFrame) -> dg.AssetCheckResult:
     backfill_policy=single_run,
     retry_policy=RETRY,
     metadata={"partition_expr": "hour", "primary_key": ["metric", "hour"]},
-    check_specs=[dg.AssetCheckSpec(NON_NEGATIVE, asset=HOURLY_KEY,
-                                   description="No count or duration is negative.")],
+    check_specs=[
+        dg.AssetCheckSpec(
+            NON_NEGATIVE, asset=HOURLY_KEY, description="No count or duration is negative."
+        )
+    ],
 )
 def events_hourly(
     context: dg.AssetExecutionContext, event_log: EventLog, metric_store: MetricStore
@@ -95,8 +105,11 @@ def events_hourly(
     backfill_policy=single_run,
     retry_policy=RETRY,
     metadata={"partition_expr": "day", "primary_key": ["metric", "day"]},
-    check_specs=[dg.AssetCheckSpec(NON_NEGATIVE, asset=DAILY_KEY,
-                                   description="No duration percentile is negative.")],
+    check_specs=[
+        dg.AssetCheckSpec(
+            NON_NEGATIVE, asset=DAILY_KEY, description="No duration percentile is negative."
+        )
+    ],
 )
 def events_daily_timings(
     context: dg.AssetExecutionContext, event_log: EventLog, metric_store: MetricStore
@@ -104,8 +117,7 @@ def events_daily_timings(
     """Latency percentiles per event type for every day, computed from the day's raw timings."""
     start, end = utc_window(context)
     with source_failures():
-        rows = event_log.stats(start, end, by="day",
-                               timezone=BUSINESS_TIMEZONE)
+        rows = event_log.stats(start, end, by="day", timezone=BUSINESS_TIMEZONE)
         frame = normalize_daily(rows, event_log.percentiles)
     metric_store.register_metrics(metric_specs(frame["metric"], event_log))
     yield dg.Output(frame, metadata=_metadata(context, frame, len(rows)))

@@ -47,9 +47,14 @@ def _explode(rows: Sequence[tuple], percentiles: Sequence[int], *, counts: bool)
                 metrics.append((f"{prefix}.errors", errors))
         if timings is not None:
             if len(timings) != len(percentiles):
-                raise SourceError(SOURCE, f"{prefix}: {len(timings)} percentiles for {len(percentiles)}")
-            metrics += [(name, v) for name, v in zip(percentile_names(event_type, percentiles), timings)
-                        if v is not None]
+                raise SourceError(
+                    SOURCE, f"{prefix}: {len(timings)} percentiles for {len(percentiles)}"
+                )
+            metrics += [
+                (name, v)
+                for name, v in zip(percentile_names(event_type, percentiles), timings)
+                if v is not None
+            ]
         for name, value in metrics:
             periods.append(period)
             names.append(name)

@@ -37,10 +37,14 @@ _STATS = sql.SQL(
 class EventLog(dg.ConfigurableResource):
     """Read-only access to the table where the product records its events."""
 
-    url: str = Field(description=f"Postgres URL of the database holding the events ({URL_ENV_DEFAULT}).")
+    url: str = Field(
+        description=f"Postgres URL of the database holding the events ({URL_ENV_DEFAULT})."
+    )
     table: str = Field(default="events", description="Events table, optionally `schema.table`.")
     type_column: str = Field(default="type", description="Column with the event type.")
-    occurred_at_column: str = Field(default="occurred_at", description="Column with the event time.")
+    occurred_at_column: str = Field(
+        default="occurred_at", description="Column with the event time."
+    )
     duration_column: str | None = Field(
         default="duration_ms", description="Column with the event's duration; none for no timings."
     )
@@ -71,7 +75,9 @@ class EventLog(dg.ConfigurableResource):
             raise ConfigurationError(f"events.percentiles: {bad[0]} is not between 0 and 100")
         return sorted(set(value))
 
-    def stats(self, start: datetime, end: datetime, *, by: str, timezone: str = "UTC") -> list[tuple]:
+    def stats(
+        self, start: datetime, end: datetime, *, by: str, timezone: str = "UTC"
+    ) -> list[tuple]:
         """(period, type, events, errors, [percentiles]) for every type with events in
         [start, end), where period is the UTC hour (`by="hour"`) or the calendar day in
         `timezone` (`by="day"`)."""
@@ -82,16 +88,28 @@ class EventLog(dg.ConfigurableResource):
             period = sql.SQL("({} AT TIME ZONE %(timezone)s)::date").format(occurred_at)
         errors = (
             sql.SQL("count(*) FILTER (WHERE {})").format(sql.Identifier(self.error_column))
-            if self.error_column else sql.SQL("NULL::bigint")
+            if self.error_column
+            else sql.SQL("NULL::bigint")
         )
-        duration = sql.Identifier(self.duration_column) if self.duration_column else sql.SQL("NULL::float8")
+        duration = (
+            sql.Identifier(self.duration_column)
+            if self.duration_column
+            else sql.SQL("NULL::float8")
+        )
         query = _STATS.format(
-            period=period, type=sql.Identifier(self.type_column), errors=errors,
-            duration=duration, table=QualifiedName.parse(self.table, key="events.table").sql(),
+            period=period,
+            type=sql.Identifier(self.type_column),
+            errors=errors,
+            duration=duration,
+            table=QualifiedName.parse(self.table, key="events.table").sql(),
             occurred_at=occurred_at,
         )
-        params = {"start": start, "end": end, "timezone": timezone,
-                  "fractions": [p / 100 for p in self.percentiles]}
+        params = {
+            "start": start,
+            "end": end,
+            "timezone": timezone,
+            "fractions": [p / 100 for p in self.percentiles],
+        }
         try:
             conn = connect(self.url, application_name="metrics_platform events", key="events")
         except MetricsPlatformError as exc:
@@ -103,7 +121,10 @@ class EventLog(dg.ConfigurableResource):
                 return cur.fetchall()
         except psycopg2.Error as exc:
             message = (exc.pgerror or str(exc)).strip().splitlines()[0]
-            raise SourceError(SOURCE, f"reading {self.table}: {message}",
-                              transient=isinstance(exc, psycopg2.OperationalError)) from None
+            raise SourceError(
+                SOURCE,
+                f"reading {self.table}: {message}",
+                transient=isinstance(exc, psycopg2.OperationalError),
+            ) from None
         finally:
             conn.close()

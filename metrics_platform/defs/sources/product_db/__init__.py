@@ -24,6 +24,11 @@ def build_source(section: Mapping, env: Mapping[str, str]) -> SourceDefinition:
     elif not env.get(PRODUCT_DATABASE_URL_ENV):
         reason = f"{PRODUCT_DATABASE_URL_ENV} is not set"
     resource = ProductDatabase(url=dg.EnvVar(PRODUCT_DATABASE_URL_ENV), tables=tables)
-    return SourceDefinition(SOURCE, product_db_row_counts, {"product_db": resource}, reason,
-                            metrics=[table.metric_name for table in tables],
-                            expected=[t.metric_name for t in tables if t.created_at_column])
+    return SourceDefinition(
+        SOURCE,
+        product_db_row_counts,
+        {"product_db": resource},
+        reason,
+        metrics=[table.metric_name for table in tables],
+        expected=[t.metric_name for t in tables if t.created_at_column],
+    )

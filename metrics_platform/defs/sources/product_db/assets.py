@@ -1,6 +1,5 @@
 """The raw row-count asset of the product database, and its checks."""
 
-
 from datetime import datetime, timezone
 
 import dagster as dg
@@ -43,10 +42,14 @@ def metric_specs(product_db: ProductDatabase) -> list[MetricSpec]:
     retry_policy=dg.RetryPolicy(max_retries=2, delay=10, backoff=dg.Backoff.EXPONENTIAL),
     metadata={"partition_expr": "hour", "primary_key": ["metric", "hour"]},
     check_specs=[
-        dg.AssetCheckSpec(COUNTS_NON_NEGATIVE, asset=ROW_COUNTS_KEY,
-                          description="No row count is negative."),
-        dg.AssetCheckSpec(EVERY_TABLE_COUNTED, asset=ROW_COUNTS_KEY,
-                          description="Every table with a creation column has a count for every hour."),
+        dg.AssetCheckSpec(
+            COUNTS_NON_NEGATIVE, asset=ROW_COUNTS_KEY, description="No row count is negative."
+        ),
+        dg.AssetCheckSpec(
+            EVERY_TABLE_COUNTED,
+            asset=ROW_COUNTS_KEY,
+            description="Every table with a creation column has a count for every hour.",
+        ),
     ],
 )
 def product_db_row_counts(

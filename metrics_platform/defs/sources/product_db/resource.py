@@ -87,7 +87,9 @@ _HISTORICAL_COUNTS = sql.SQL(
 class ProductDatabase(dg.ConfigurableResource):
     """Read-only access to the product's own Postgres database."""
 
-    url: str = Field(description=f"Postgres URL of the product database ({PRODUCT_DATABASE_URL_ENV}).")
+    url: str = Field(
+        description=f"Postgres URL of the product database ({PRODUCT_DATABASE_URL_ENV})."
+    )
     tables: list[CountedTable] = Field(default_factory=list, description="Tables to count.")
 
     def count_rows(
@@ -99,8 +101,11 @@ class ProductDatabase(dg.ConfigurableResource):
         last hour is the hour that closed most recently; for older hours they report nothing.
         """
         try:
-            conn = connect(self.url, application_name="metrics_platform product_db",
-                           key=PRODUCT_DATABASE_URL_ENV)
+            conn = connect(
+                self.url,
+                application_name="metrics_platform product_db",
+                key=PRODUCT_DATABASE_URL_ENV,
+            )
         except MetricsPlatformError as exc:
             raise SourceError(SOURCE, str(exc), transient=True) from None
         results = []
@@ -124,7 +129,9 @@ class ProductDatabase(dg.ConfigurableResource):
     @staticmethod
     def _count_table(cur, table: CountedTable, start, end, now) -> list[tuple[datetime, int]]:
         # A configured table that is gone is an error for every hour, counted or not.
-        cur.execute("SELECT to_regclass(%s) IS NOT NULL", (table.qualified_name.sql().as_string(cur),))
+        cur.execute(
+            "SELECT to_regclass(%s) IS NOT NULL", (table.qualified_name.sql().as_string(cur),)
+        )
         if not cur.fetchone()[0]:
             raise SourceError(SOURCE, f"table {table.table} does not exist")
         if table.created_at_column:

@@ -1,0 +1,218 @@
+"""Pure normalization of GA4 Data API `runReport` pages into metric rows.
+
+GA4 reports `dateHour` (YYYYMMDDHH) in the property's time zone, which every response names in
+`metadata.timeZone`. Each local hour is stored on the UTC hour in which it starts:
+
+- At the autumn change the repeated local hour has one `dateHour`, so GA4 returns it as one row,
+  both hours combined. It is stored on the first of the two UTC hours (fold=0); the second UTC
+  hour gets no row, and the day's total stays exact.
+- The skipped spring hour has no data; a row for it is refused.
+- In a zone whose offset is not whole hours (Asia/Kolkata is +05:30), a local hour straddles two
+  UTC hours; it is stored on the one in which it starts.
+
+Values are read by their header's type; durations are stored in seconds. Extra dimensions append
+their (sanitized) values to the metric name; rows that then share an (hour, metric) are summed,
+as counters are.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import pandas as pd
+
+from metrics_platform.defs.sources.ga4 import SOURCE
+from metrics_platform.lib.errors import SourceError
+from metrics_platform.lib.metric_rows import (
+    empty_metric_frame,
+    metric_frame,
+    sanitize_name_part,
+)
+
+DATE_HOUR = "dateHour"
+_DATE_HOUR = re.compile(r"\d{10}")
+_CURRENCY = re.compile(r"[A-Z]{3}")  # ISO 4217
+_METRIC_NAME_MAX = 200
+
+# How the value of each GA4 metric type is read, and the unit it is stored in. The unit of
+# TYPE_CURRENCY is the property's currency code, from the response's metadata.
+METRIC_TYPES: Mapping[str, tuple[Callable[[str], float], str]] = {
+    "TYPE_INTEGER": (int, ""),
+    "TYPE_FLOAT": (float, ""),
+    "TYPE_STANDARD": (float, ""),
+    "TYPE_CURRENCY": (float, ""),
+    "TYPE_SECONDS": (float, "s"),
+    "TYPE_MILLISECONDS": (lambda text: float(text) / 1000, "s"),
+    "TYPE_MINUTES": (lambda text: float(text) * 60, "s"),
+    "TYPE_HOURS": (lambda text: float(text) * 3600, "s"),
+    "TYPE_FEET": (float, "ft"),
+    "TYPE_MILES": (float, "mi"),
+    "TYPE_METERS": (float, "m"),
+    "TYPE_KILOMETERS": (float, "km"),
+}
+
+
+@dataclass(frozen=True)
+class ReportedMetric:
+    """A platform metric read from a report: the GA4 metric it comes from and its unit."""
+
+    ga_metric: str
+    unit: str
+
+
+@dataclass(frozen=True)
+class Report:
+    """A report's metric rows inside the window, and what the catalog needs to know of them."""
+
+    frame: pd.DataFrame
+    metrics: Mapping[str, ReportedMetric]
+    time_zone: str | None
+    rows_read: int
+
+
+def normalize_report(
+    pages: Sequence[Mapping], metric_names: Mapping[str, str], start: datetime, end: datetime
+) -> pd.DataFrame:
+    """Report pages -> long metric rows of the UTC hours in [start, end).
+
+    `metric_names` maps each GA4 metric to its platform metric name.
+    """
+    return read_report(pages, metric_names, start, end).frame
+
+
+def read_report(
+    pages: Sequence[Mapping], metric_names: Mapping[str, str], start: datetime, end: datetime
+) -> Report:
+    """Like `normalize_report`, with the metrics' origins, the time zone and the rows read."""
+    if not isinstance(pages, Sequence) or isinstance(pages, (str, bytes)):
+        raise SourceError(SOURCE, "the report is not a list of pages")
+    totals: dict[tuple[datetime, str], float] = {}
+    metrics: dict[str, ReportedMetric] = {}
+    zones: set[str] = set()
+    rows_read = 0
+    for number, page in enumerate(pages, start=1):
+        where = f"page {number}"
+        if not isinstance(page, Mapping):
+            raise SourceError(SOURCE, f"{where} is not a JSON object")
+        metadata = _field(page, "metadata", Mapping, where)
+        zone = _zone(metadata, where)
+        zones.add(zone.key)
+        columns = _metric_columns(page, metric_names, metadata, where)
+        dimensions = [
+            _field(h, "name", str, f"{where} dimensionHeaders")
+            for h in _items(page, "dimensionHeaders", where)
+        ]
+        if dimensions.count(DATE_HOUR) != 1:
+            raise SourceError(
+                SOURCE, f"{where}: dimensionHeaders {dimensions} must name {DATE_HOUR} once"
+            )
+        date_hour = dimensions.index(DATE_HOUR)
+        extra = [i for i, name in enumerate(dimensions) if i != date_hour]
+        if not extra:
+            metrics.update({name: reported for name, _, reported in columns})
+        for index, row in enumerate(_items(page, "rows", where, required=False), start=1):
+            at = f"{where} row {index}"
+            dimension_values = _values(row, "dimensionValues", len(dimensions), at)
+            metric_values = _values(row, "metricValues", len(columns), at)
+            hour = date_hour_to_utc(dimension_values[date_hour], zone)
+            suffix = [sanitize_name_part(dimension_values[i]) for i in extra]
+            rows_read += 1
+            for (base, read, reported), text in zip(columns, metric_values):
+                value = _read(read, text, reported.ga_metric, at)
+                if not start <= hour < end:
+                    continue
+                name = ".".join([base, *suffix])[:_METRIC_NAME_MAX]
+                totals[(hour, name)] = totals.get((hour, name), 0.0) + value
+                metrics[name] = reported
+    if len(zones) > 1:
+        raise SourceError(SOURCE, f"pages disagree on the property's time zone: {sorted(zones)}")
+    if totals:
+        keys, values = zip(*totals.items())
+        hours, names = zip(*keys)
+        frame = metric_frame(SOURCE, hours, names, values)
+    else:
+        frame = empty_metric_frame()
+    return Report(frame, metrics, next(iter(zones), None), rows_read)
+
+
+def date_hour_to_utc(date_hour: object, zone: ZoneInfo) -> datetime:
+    """The UTC hour in which the local hour `date_hour` (YYYYMMDDHH, in `zone`) starts.
+
+    A repeated local hour maps to its first occurrence; a skipped one is refused.
+    """
+    if not isinstance(date_hour, str) or not _DATE_HOUR.fullmatch(date_hour):
+        raise SourceError(SOURCE, f"dateHour {date_hour!r} is not YYYYMMDDHH")
+    try:
+        local = datetime.strptime(date_hour, "%Y%m%d%H").replace(tzinfo=zone)
+    except ValueError:
+        raise SourceError(SOURCE, f"dateHour {date_hour!r} is not a date and hour") from None
+    utc = local.astimezone(timezone.utc)
+    if utc.astimezone(zone).replace(tzinfo=None) != local.replace(tzinfo=None):
+        raise SourceError(
+            SOURCE,
+            f"dateHour {date_hour} does not exist in {zone.key}: daylight-saving time skips it",
+        )
+    return utc.replace(minute=0)
+
+
+def _metric_columns(page: Mapping, metric_names: Mapping[str, str], metadata: Mapping, where: str):
+    """(platform name, value reader, ReportedMetric) for each metric column of the page."""
+    currency = metadata.get("currencyCode")
+    columns = []
+    for header in _items(page, "metricHeaders", where):
+        at = f"{where} metricHeaders"
+        name = _field(header, "name", str, at)
+        kind = _field(header, "type", str, at)
+        if name not in metric_names:
+            raise SourceError(SOURCE, f"{at}: metric {name!r} was not asked for")
+        if kind not in METRIC_TYPES:
+            raise SourceError(SOURCE, f"{at}: metric {name!r} has unknown type {kind!r}")
+        read, unit = METRIC_TYPES[kind]
+        if kind == "TYPE_CURRENCY" and isinstance(currency, str) and _CURRENCY.fullmatch(currency):
+            unit = currency
+        columns.append((metric_names[name], read, ReportedMetric(name, unit)))
+    return columns
+
+
+def _zone(metadata: Mapping, where: str) -> ZoneInfo:
+    name = _field(metadata, "timeZone", str, f"{where} metadata")
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise SourceError(SOURCE, f"{where}: unknown time zone {name!r}") from None
+
+
+def _read(read: Callable[[str], float], text: str, ga_metric: str, where: str) -> float:
+    try:
+        return float(read(text))
+    except (TypeError, ValueError):
+        raise SourceError(SOURCE, f"{where}: {ga_metric} value {text!r} is not a number") from None
+
+
+_KINDS = {Mapping: "an object", list: "a list", str: "a string"}
+
+
+def _field(obj: object, key: str, kind: type, where: str):
+    value = obj.get(key) if isinstance(obj, Mapping) else None
+    if not isinstance(value, kind):
+        raise SourceError(SOURCE, f"{where}: `{key}` is missing or not {_KINDS[kind]}")
+    return value
+
+
+def _items(obj: Mapping, key: str, where: str, *, required: bool = True) -> list:
+    if not required and key not in obj:
+        return []
+    return _field(obj, key, list, where)
+
+
+def _values(row: object, key: str, count: int, where: str) -> list[str]:
+    values = [
+        _field(item, "value", str, f"{where} {key}") for item in _field(row, key, list, where)
+    ]
+    if len(values) != count:
+        raise SourceError(SOURCE, f"{where}: {len(values)} {key} for {count} headers")
+    return values

@@ -1,0 +1,187 @@
+"""Pure normalization of Prometheus range-query answers into metric rows.
+
+An answer is Prometheus's JSON (`{"status": "success", "data": {"resultType": "matrix",
+"result": [{"metric": {labels}, "values": [[unix time, "value"], ...]}, ...]}}`), evaluated at
+the end of every hour: the sample at time t is the value of hour t - 1h. Each series becomes one
+metric, named by filling the query's template with the series' labels (`http.requests.{job}`).
+
+- A `NaN` sample (e.g. a ratio over no requests) has no value: it is dropped and counted as
+  rejected, never stored as zero.
+- `+Inf` / `-Inf` is the source's fault: the answer fails and nothing is stored.
+- No series at all means Prometheus has no data for the window: no rows, no error.
+- Anything else that does not fit raises `SourceError`, never a bare KeyError or ValueError.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import reprlib
+import string
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import datetime, timedelta, timezone
+
+import pandas as pd
+
+from metrics_platform.defs.sources.prometheus import SOURCE
+from metrics_platform.lib.errors import ConfigurationError, SourceError
+from metrics_platform.lib.metric_rows import (
+    METRIC_NAME,
+    check_metric_frame,
+    empty_metric_frame,
+    metric_frame,
+)
+
+ONE_HOUR = timedelta(hours=1)
+LABEL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# Prometheus's error types worth asking again for; any other error gives the same answer twice.
+TRANSIENT_ERROR_TYPES = ("timeout", "unavailable")
+
+
+def template_fields(template: str) -> list[str]:
+    """The labels a metric-name template fills in: `http.requests.{job}` -> `['job']`.
+
+    Only plain `{label}` fields are allowed (no attribute or index access, conversion or format
+    spec), and the template filled with any plain label value must be a valid metric name.
+    Raises ValueError, so that settings validation can name the key.
+    """
+    try:
+        parts = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        raise ValueError(f"{template!r} is not a valid template: {exc}") from None
+    fields = []
+    for _, field, spec, conversion in parts:
+        if field is None:
+            continue
+        if not LABEL_NAME.fullmatch(field) or spec or conversion:
+            raise ValueError(
+                f"{template!r}: only plain label fields like {{job}} are allowed, not "
+                f"{{{field}{'!' + conversion if conversion else ''}{':' + spec if spec else ''}}}"
+            )
+        fields.append(field)
+    if not METRIC_NAME.fullmatch(template.format_map({field: "x" for field in fields})):
+        raise ValueError(
+            f"{template!r} does not make a valid metric name (letters, digits, '_', '.', ':', '-')"
+        )
+    return fields
+
+
+def matrix_result(payload: object) -> list[dict]:
+    """The series of a `query_range` answer, or `SourceError` saying what is wrong with it."""
+    if not isinstance(payload, Mapping):
+        raise SourceError(SOURCE, f"the answer is not a JSON object: {reprlib.repr(payload)}")
+    status = payload.get("status")
+    if status == "error":
+        error_type = payload.get("errorType")
+        raise SourceError(
+            SOURCE,
+            f"Prometheus answered {error_type}: {payload.get('error')}",
+            transient=error_type in TRANSIENT_ERROR_TYPES,
+        )
+    if status != "success":
+        raise SourceError(SOURCE, f"the answer has status {reprlib.repr(status)}, not 'success'")
+    data = payload.get("data")
+    result_type = data.get("resultType") if isinstance(data, Mapping) else None
+    if result_type != "matrix":
+        raise SourceError(SOURCE, f"expected a matrix result, got {reprlib.repr(result_type)}")
+    result = data.get("result")
+    if not isinstance(result, list):
+        raise SourceError(SOURCE, f"the matrix result is not a list: {reprlib.repr(result)}")
+    for series in result:
+        labels = series.get("metric") if isinstance(series, Mapping) else None
+        if (
+            not isinstance(labels, Mapping)
+            or not all(isinstance(k, str) and isinstance(v, str) for k, v in labels.items())
+            or not isinstance(series.get("values"), list)
+        ):
+            raise SourceError(SOURCE, f"malformed series {reprlib.repr(series)}")
+    return result
+
+
+def merge_matrices(payloads: Iterable[object]) -> dict:
+    """One answer from the answers for consecutive chunks of a window, each series once."""
+    merged: dict[tuple, dict] = {}
+    for payload in payloads:
+        for series in matrix_result(payload):
+            key = tuple(sorted(series["metric"].items()))
+            entry = merged.setdefault(key, {"metric": dict(series["metric"]), "values": []})
+            entry["values"].extend(series["values"])
+    return {"status": "success", "data": {"resultType": "matrix", "result": list(merged.values())}}
+
+
+def normalize_matrix(
+    payload: object, template: str, start: datetime, end: datetime
+) -> tuple[pd.DataFrame, int]:
+    """An answer for the hours of [start, end) -> (long metric rows, NaN samples dropped)."""
+    try:
+        fields = template_fields(template)
+    except ValueError as exc:
+        raise ConfigurationError(f"metric template: {exc}") from None
+    first, last = start.timestamp() + 3600, end.timestamp()
+    hours, names, values, rejected = [], [], [], 0
+    for series in matrix_result(payload):
+        labels = series["metric"]
+        missing = [field for field in fields if field not in labels]
+        if missing:
+            raise SourceError(
+                SOURCE,
+                f"a series has no label {missing[0]!r}, which metric {template!r} needs "
+                f"(labels: {reprlib.repr(dict(labels))})",
+            )
+        name = template.format_map(labels)
+        for sample in series["values"]:
+            if not isinstance(sample, Sequence) or isinstance(sample, str) or len(sample) != 2:
+                raise SourceError(SOURCE, f"{name}: malformed sample {reprlib.repr(sample)}")
+            at, raw = sample
+            if (
+                isinstance(at, bool)
+                or not isinstance(at, (int, float))
+                or not first <= at <= last
+                or at % 3600
+            ):
+                raise SourceError(
+                    SOURCE,
+                    f"{name}: sample time {reprlib.repr(at)} is not "
+                    "the end of an hour of the window",
+                )
+            value = _value(name, raw)
+            if math.isnan(value):
+                rejected += 1
+                continue
+            hours.append(datetime.fromtimestamp(at, timezone.utc) - ONE_HOUR)
+            names.append(name)
+            values.append(value)
+    frame = metric_frame(SOURCE, hours, names, values) if names else empty_metric_frame()
+    return frame, rejected
+
+
+def _value(name: str, raw: object) -> float:
+    try:
+        value = float(raw) if isinstance(raw, str) else None
+    except ValueError:
+        value = None
+    if value is None:
+        raise SourceError(SOURCE, f"{name}: sample value {reprlib.repr(raw)} is not a number")
+    if math.isinf(value):
+        raise SourceError(SOURCE, f"{name}: value {raw} is infinite; refusing to store it")
+    return value
+
+
+def combine_frames(frames: Iterable[pd.DataFrame]) -> pd.DataFrame:
+    """The rows of all queries, refusing a metric that two queries report for the same hour."""
+    parts = [frame for frame in frames if len(frame)]
+    if not parts:
+        return empty_metric_frame()
+    return check_metric_frame(SOURCE, pd.concat(parts, ignore_index=True))
+
+
+@contextmanager
+def naming_query(query: str) -> Iterator[None]:
+    """Say which query a `SourceError` raised inside concerns."""
+    try:
+        yield
+    except SourceError as exc:
+        raise SourceError(
+            SOURCE, f"query {query!r}: {exc.cause}", transient=exc.transient
+        ) from None
