@@ -5,6 +5,13 @@ from collections.abc import Mapping
 
 import dagster as dg
 
+from metrics_platform.defs.automation.alerts import (
+    UI_URL_ENV,
+    WEBHOOK_ENV,
+    AlertWebhook,
+    check_failure_alerts,
+    run_failure_alerts,
+)
 from metrics_platform.defs.automation.schedules import (
     automation_sensor,
     build_schedules,
@@ -41,6 +48,11 @@ def freshness_delay(quality: Mapping) -> int:
     return value
 
 
+def env_value(env: Mapping[str, str], name: str):
+    """A resource setting read from the environment at run time (EnvVar), when it is set."""
+    return dg.EnvVar(name) if env.get(name) else ""
+
+
 def build_sources(settings: Mapping, env: Mapping[str, str]) -> list[SourceDefinition]:
     return [build(section(settings, name), env) for name, build in SOURCE_BUILDERS.items()]
 
@@ -49,7 +61,8 @@ def build_definitions(
     settings: Mapping | None = None, env: Mapping[str, str] | None = None
 ) -> dg.Definitions:
     settings = load_settings() if settings is None else settings
-    sources = build_sources(settings, os.environ if env is None else env)
+    env = os.environ if env is None else env
+    sources = build_sources(settings, env)
     enabled = [source for source in sources if source.enabled]
     raw_keys = [source.key for source in enabled]
     daily_keys = [key for source in enabled for key in source.daily_keys]
@@ -79,9 +92,18 @@ def build_definitions(
                 description="Every 15 minutes, checks that the latest closed hour has landed.",
             ),
         ],
-        sensors=[automation_sensor],
+        sensors=[
+            automation_sensor,
+            run_failure_alerts,
+            check_failure_alerts,
+            *(sensor for source in enabled for sensor in source.sensors),
+        ],
         resources={
             **shared_resources(),
+            "alert_webhook": AlertWebhook(
+                url=env_value(env, WEBHOOK_ENV),
+                ui_url=env_value(env, UI_URL_ENV) or "http://127.0.0.1:3000",
+            ),
             **{key: res for source in enabled for key, res in source.resources.items()},
         },
     )

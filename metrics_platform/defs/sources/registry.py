@@ -29,6 +29,8 @@ class SourceDefinition:
     metrics: Sequence[str] = ()
     # The metrics every hour must have (exact names); by default its exact `metrics`.
     expected: Sequence[str] | None = None
+    # Sensors that start this source's runs when its data changes (run only when enabled).
+    sensors: Sequence[dg.SensorDefinition] = ()
 
     @property
     def expected_metrics(self) -> list[str]:

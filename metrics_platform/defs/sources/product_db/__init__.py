@@ -16,6 +16,7 @@ def build_source(section: Mapping, env: Mapping[str, str]) -> SourceDefinition:
         CountedTable,
         ProductDatabase,
     )
+    from metrics_platform.defs.sources.product_db.sensors import product_db_late_rows
 
     tables = [CountedTable(**table) for table in section.get("tables") or []]
     reason = None
@@ -31,4 +32,5 @@ def build_source(section: Mapping, env: Mapping[str, str]) -> SourceDefinition:
         reason,
         metrics=[table.metric_name for table in tables],
         expected=[t.metric_name for t in tables if t.created_at_column],
+        sensors=[product_db_late_rows],
     )

@@ -33,6 +33,13 @@ class CountedTable(dg.Config):
     metric: str | None = Field(
         default=None, description="Metric name; default `objects.<table>.count`."
     )
+    id_column: str | None = Field(
+        default=None,
+        description=(
+            "An ever-increasing id column (an identity or serial). With it and a creation "
+            "column, the late-rows sensor notices rows that arrive for hours already counted."
+        ),
+    )
 
     @field_validator("table")
     @classmethod
@@ -40,11 +47,11 @@ class CountedTable(dg.Config):
         QualifiedName.parse(value, key="product_db.tables[].table")
         return value
 
-    @field_validator("created_at_column")
+    @field_validator("created_at_column", "id_column")
     @classmethod
-    def _column_is_identifier(cls, value: str | None) -> str | None:
+    def _column_is_identifier(cls, value: str | None, info) -> str | None:
         if value is not None:
-            validate_identifier(value, key="product_db.tables[].created_at_column")
+            validate_identifier(value, key=f"product_db.tables[].{info.field_name}")
         return value
 
     @model_validator(mode="after")
@@ -91,6 +98,55 @@ class ProductDatabase(dg.ConfigurableResource):
         description=f"Postgres URL of the product database ({PRODUCT_DATABASE_URL_ENV})."
     )
     tables: list[CountedTable] = Field(default_factory=list, description="Tables to count.")
+
+    def late_rows(
+        self, last_ids: dict[str, int], before: datetime
+    ) -> dict[str, tuple[int, list[datetime]]]:
+        """For each table with an id column: its highest id now, and the hours (before
+        `before`) of the rows whose id is above `last_ids[table]` (none on a first look)."""
+        found: dict[str, tuple[int, list[datetime]]] = {}
+        tables = [t for t in self.tables if t.id_column and t.created_at_column]
+        if not tables:
+            return found
+        try:
+            conn = connect(
+                self.url,
+                application_name="metrics_platform late rows",
+                key=PRODUCT_DATABASE_URL_ENV,
+            )
+        except MetricsPlatformError as exc:
+            raise SourceError(SOURCE, str(exc), transient=True) from None
+        try:
+            conn.set_session(readonly=True)
+            with conn, conn.cursor() as cur:
+                for table in tables:
+                    ident, created = (
+                        sql.Identifier(table.id_column),
+                        sql.Identifier(table.created_at_column),
+                    )
+                    cur.execute(
+                        sql.SQL("SELECT coalesce(max({}), 0) FROM {}").format(
+                            ident, table.qualified_name.sql()
+                        )
+                    )
+                    top = cur.fetchone()[0]
+                    hours: list[datetime] = []
+                    if table.table in last_ids and top > last_ids[table.table]:
+                        cur.execute(
+                            sql.SQL(
+                                "SELECT DISTINCT date_trunc('hour', {created}) FROM {table} "
+                                "WHERE {id} > %s AND {id} <= %s AND {created} < %s ORDER BY 1"
+                            ).format(created=created, table=table.qualified_name.sql(), id=ident),
+                            (last_ids[table.table], top, before),
+                        )
+                        hours = [row[0] for row in cur.fetchall()]
+                    found[table.table] = (top, hours)
+        except psycopg2.Error as exc:
+            message = (exc.pgerror or str(exc)).strip().splitlines()[0]
+            raise SourceError(SOURCE, f"looking for late rows: {message}", transient=True) from None
+        finally:
+            conn.close()
+        return found
 
     def count_rows(
         self, start: datetime, end: datetime, now: datetime
