@@ -1,0 +1,80 @@
+"""End to end with the real Dagster daemon: on a temporary Postgres instance, the hourly
+schedule launches the source's run for the hour that just closed, the automation sensor follows
+with the hourly values, and the numbers land in the metric store without anyone clicking."""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import yaml
+
+from metrics_platform.defs.automation.schedules import closed_hour
+from metrics_platform.lib.demo_data import seed_product_database
+from metrics_platform_tests.conftest import query
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_the_daemon_runs_the_hourly_schedule_and_values_land(store_url, product_url):
+    now = datetime.now(timezone.utc)
+    # A lag that makes the schedule's next tick one to two minutes from now.
+    tick = (now + timedelta(minutes=2 if now.second > 40 else 1)).replace(second=0, microsecond=0)
+    lag = tick.minute
+    hour = closed_hour(tick, lag)
+    seed_product_database(product_url, now=now, days=2, users=300)
+
+    home = Path(tempfile.mkdtemp(prefix="metrics_platform_daemon_"))
+    shutil.copyfile(REPO / "dagster.yaml", home / "dagster.yaml")
+    settings = {
+        "product_db": {"tables": [{"table": "users", "created_at_column": "created_at"}]},
+        "schedule": {"lag_minutes": {"default": lag}},
+    }
+    (home / "platform.yaml").write_text(yaml.safe_dump(settings))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("METRICS_PLATFORM_")}
+    env.update({
+        "DAGSTER_HOME": str(home),
+        "METRICS_PLATFORM_DATABASE_URL": store_url,
+        "METRICS_PLATFORM_PRODUCT_DATABASE_URL": product_url,
+        "METRICS_PLATFORM_CONFIG": str(home / "platform.yaml"),
+    })
+    log = open(home / "daemon.log", "w")
+    daemon = subprocess.Popen(
+        [str(Path(sys.executable).parent / "dagster-daemon"), "run", "-w", str(REPO / "workspace.yaml")],
+        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    try:
+        hour_start = datetime.strptime(hour, "%Y-%m-%d-%H:%M").replace(tzinfo=timezone.utc)
+        deadline = time.monotonic() + 420
+        rows = []
+        while time.monotonic() < deadline and not rows:
+            assert daemon.poll() is None, (home / "daemon.log").read_text()[-4000:]
+            rows = query(store_url, "SELECT value FROM metrics.hourly_values_by_name "
+                         "WHERE metric = 'objects.users.count' AND time = %s", (hour_start,)) \
+                if query(store_url, "SELECT to_regclass('metrics.hourly_values')")[0][0] else []
+            time.sleep(3)
+        assert rows, "no hourly value landed; daemon log:\n" + (home / "daemon.log").read_text()[-4000:]
+        expected = query(product_url, "SELECT count(*) FROM users WHERE created_at < %s",
+                         (hour_start + timedelta(hours=1),))[0][0]
+        assert rows[0][0] == expected
+        # Two runs did it: the scheduled source run, then the automation's hourly values run.
+        while time.monotonic() < deadline:
+            succeeded = query(store_url, "SELECT count(*) FROM runs WHERE status = 'SUCCESS'")[0][0]
+            if succeeded >= 2:
+                break
+            time.sleep(2)
+        assert succeeded >= 2
+    finally:
+        if daemon.poll() is None:
+            os.killpg(daemon.pid, signal.SIGINT)
+            try:
+                daemon.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(daemon.pid, signal.SIGKILL)
+        log.close()
+        shutil.rmtree(home, ignore_errors=True)
