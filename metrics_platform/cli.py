@@ -2,6 +2,8 @@
 
     metrics-platform demo            embedded Postgres + demo data + last two days + Dagster UI
     metrics-platform demo --no-ui    the same, without starting the UI
+    metrics-platform materialize --select SEL --partitions A...B
+                                     one run over a range; prints rows in/out per asset
     metrics-platform db start|stop   the embedded Postgres alone
     metrics-platform env             print the environment the other commands set (for `eval`)
     metrics-platform migrate         bring the metric store's schema up to date
@@ -157,6 +159,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         now = datetime.now(timezone.utc)
         seeded = seed_product_database(os.environ[PRODUCT_DATABASE_URL_ENV], now=now)
         print("demo product database:", "seeded" if seeded else "already seeded")
+    migrate_store(os.environ[DATABASE_URL_ENV])
     materialize_recent(days=2)
     print_summary(os.environ[DATABASE_URL_ENV])
     if args.no_ui:
@@ -203,6 +206,63 @@ def run_dagster_dev(port: int) -> int:
             signal.signal(sig, handler)
 
 
+IN_KEYS = ("rows_read", "rows_in", "hours_in")
+OUT_KEYS = ("rows_written", "rows_out", "dagster/partition_row_count")
+
+
+def materialization_summary(result) -> list[tuple[str, int | None, int | None]]:
+    """(asset, rows in, rows out) for every asset the run materialized (a range run records one
+    materialization per partition, all with the run's metadata: the first one tells)."""
+    rows, seen = [], set()
+    for event in result.get_asset_materialization_events():
+        materialization = event.event_specific_data.materialization
+        if materialization.asset_key in seen:
+            continue
+        seen.add(materialization.asset_key)
+        metadata = {k: getattr(v, "value", v) for k, v in materialization.metadata.items()}
+        rows_in = next((metadata[k] for k in IN_KEYS if k in metadata), None)
+        rows_in = (
+            rows_in
+            if rows_in is not None
+            else sum(v for k, v in metadata.items() if k.startswith("rows_in/")) or None
+        )
+        rows_out = next((metadata[k] for k in OUT_KEYS if k in metadata), None)
+        rows.append((materialization.asset_key.to_user_string(), rows_in, rows_out))
+    return rows
+
+
+def cmd_materialize(args: argparse.Namespace) -> int:
+    """Materialize a selection for a partition or a range, in one run, and print row counts."""
+    import dagster as dg
+
+    prepare_environment()
+    start_sample_apis()
+    from metrics_platform.definitions import defs
+
+    start, _, end = args.partitions.partition("...")
+    tags = {RANGE_START_TAG: start, RANGE_END_TAG: end or start}
+    assets = [a for a in defs.assets if isinstance(a, dg.AssetsDefinition)]
+    result = dg.materialize(
+        assets,
+        selection=args.select,
+        instance=dg.DagsterInstance.get(),
+        resources=defs.resources,
+        tags=tags,
+        raise_on_error=False,
+        run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+    )
+    print(f"\nrun {result.run_id}: {'succeeded' if result.success else 'FAILED'}")
+    print(f"{'asset':<36} {'in':>9} {'out':>9}")
+    for asset, rows_in, rows_out in materialization_summary(result):
+        print(
+            f"{asset:<36} {rows_in if rows_in is not None else '-':>9} "
+            f"{rows_out if rows_out is not None else '-':>9}"
+        )
+    for event in result.get_step_failure_events():
+        print(f"failed: {event.step_key}: {event.event_specific_data.error.message.strip()}")
+    return 0 if result.success else 1
+
+
 def cmd_db(args: argparse.Namespace) -> int:
     server = embedded()
     if args.action == "start":
@@ -219,16 +279,28 @@ def cmd_env(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_migrate(args: argparse.Namespace) -> int:
+def migrate_store(url: str) -> list[int]:
+    """Migrate the metric store and make sure Grafana's read-only role exists."""
+    from metrics_platform.lib.grafana_role import ensure_reader_role
     from metrics_platform.lib.store import migrate
 
-    prepare_environment()
-    conn = connect(os.environ[DATABASE_URL_ENV])
+    conn = connect(url)
     try:
         applied = migrate(conn)
+        ensure_reader_role(
+            conn,
+            role=os.environ.get("METRICS_PLATFORM_GRAFANA_DB_USER") or "grafana_reader",
+            password=os.environ.get("METRICS_PLATFORM_GRAFANA_DB_PASSWORD") or None,
+        )
     finally:
         conn.close()
-    print(f"applied migrations: {applied or 'none (up to date)'}")
+    return applied
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    prepare_environment()
+    applied = migrate_store(os.environ[DATABASE_URL_ENV])
+    print(f"applied migrations: {applied or 'none (up to date)'}; Grafana reader role ready")
     return 0
 
 
@@ -247,6 +319,21 @@ def main(argv: list[str] | None = None) -> int:
     db = commands.add_parser("db", help="start or stop the embedded Postgres")
     db.add_argument("action", choices=["start", "stop"])
     db.set_defaults(func=cmd_db)
+    run = commands.add_parser(
+        "materialize", help="materialize a selection for a partition or range; print row counts"
+    )
+    run.add_argument(
+        "--select",
+        required=True,
+        help="Dagster asset selection, e.g. 'group:product_db' or 'key:raw/*'",
+    )
+    run.add_argument(
+        "--partitions",
+        required=True,
+        help="a partition or a range: 2026-01-01-00:00...2026-01-01-23:00 (hours) "
+        "or 2026-01-01...2026-01-31 (days)",
+    )
+    run.set_defaults(func=cmd_materialize)
     commands.add_parser("env", help="print the environment to export").set_defaults(func=cmd_env)
     commands.add_parser("migrate", help="migrate the metric store").set_defaults(func=cmd_migrate)
     args = parser.parse_args(argv)

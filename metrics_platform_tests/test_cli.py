@@ -76,6 +76,33 @@ def test_demo_loads_two_days_of_real_numbers_and_is_idempotent(fresh_home):
     assert "already seeded" in second.stdout
     assert f"daily values: {daily_rows} rows" in second.stdout
 
+    # One source and the hourly values for a range of hours, with rows in/out per asset.
+    hours = re.search(r"latest (\d{4}-\d{2}-\d{2}) (\d{2}):00 UTC", first.stdout).groups()
+    last = f"{hours[0]}-{hours[1]}:00"
+    run = subprocess.run(
+        [
+            *CLI,
+            "materialize",
+            "--select",
+            "group:crawlers or key:metrics/hourly_values",
+            "--partitions",
+            f"{hours[0]}-00:00...{last}",
+        ],
+        env=fresh_home,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    counts = dict(
+        (name, (int(a), int(b)))
+        for name, a, b in re.findall(r"^(\S+)\s+(\d+)\s+(\d+)$", run.stdout, re.MULTILINE)
+    )
+    hours_in_range = int(hours[1]) + 1
+    assert counts["raw/crawler_status"] == (hours_in_range, 3 * hours_in_range)
+    assert counts["metrics/hourly_values"][1] > 3 * hours_in_range
+
 
 def test_demo_serves_the_dagster_ui_and_stops_everything_on_sigterm(fresh_home):
     port = free_port()
