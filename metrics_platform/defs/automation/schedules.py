@@ -15,6 +15,8 @@ from metrics_platform.defs.sources.registry import SourceDefinition
 from metrics_platform.lib.errors import ConfigurationError
 
 DEFAULT_LAG_MINUTES = 5
+# Every run of a source's job carries its name: dagster.yaml limits runs per source with it.
+SOURCE_TAG = "metrics_platform/source"
 
 
 def lag_minutes(schedule_settings: Mapping, source: str) -> int:
@@ -40,6 +42,7 @@ def build_source_schedule(source: SourceDefinition, lag: int) -> dg.ScheduleDefi
         f"{source.name}_hourly",
         selection=dg.AssetSelection.assets(source.key),
         description=f"The {source.name} source for one hour (or a range of hours).",
+        tags={SOURCE_TAG: source.name},
     )
 
     @dg.schedule(

@@ -1,0 +1,85 @@
+"""The instance's run queue, enforced by the real daemon: runs of one source never overlap
+(per-source concurrency limit in dagster.yaml), whatever launches them."""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import dagster as dg
+import yaml
+
+from metrics_platform.lib.demo_data import seed_product_database
+
+REPO = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+def test_runs_of_one_source_are_dequeued_one_at_a_time(store_url, product_url, monkeypatch):
+    seed_product_database(product_url, now=datetime(2026, 3, 12, tzinfo=timezone.utc), days=2, users=50)
+    home = Path(tempfile.mkdtemp(prefix="metrics_platform_queue_"))
+    shutil.copyfile(REPO / "dagster.yaml", home / "dagster.yaml")
+    (home / "platform.yaml").write_text(yaml.safe_dump({
+        "product_db": {"tables": [{"table": "users", "created_at_column": "created_at"}]},
+        "crawlers": {"crawlers_table": "spiders"},
+    }))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("METRICS_PLATFORM_")}
+    env.update({
+        "DAGSTER_HOME": str(home),
+        "METRICS_PLATFORM_DATABASE_URL": store_url,
+        "METRICS_PLATFORM_PRODUCT_DATABASE_URL": product_url,
+        "METRICS_PLATFORM_CONFIG": str(home / "platform.yaml"),
+    })
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+
+    def launch(job: str, hour: str) -> None:
+        out = subprocess.run(
+            [str(BIN / "dagster"), "job", "launch", "-w", str(REPO / "workspace.yaml"), "-j", job,
+             "--tags", f'{{"dagster/partition": "{hour}"}}'],
+            cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
+        )
+        assert out.returncode == 0, out.stdout + out.stderr
+
+    # Queued before the daemon starts, so all of them are candidates at its first dequeue.
+    for hour in ("2026-03-10-01:00", "2026-03-10-02:00", "2026-03-10-03:00"):
+        launch("crawlers_hourly", hour)
+    launch("product_db_hourly", "2026-03-10-01:00")
+
+    log = open(home / "daemon.log", "w")
+    daemon = subprocess.Popen(
+        [str(BIN / "dagster-daemon"), "run", "-w", str(REPO / "workspace.yaml")],
+        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    try:
+        with dg.DagsterInstance.from_config(str(home)) as instance:
+            deadline = time.monotonic() + 240
+            while time.monotonic() < deadline:
+                records = instance.get_run_records()
+                if len(records) == 4 and all(r.dagster_run.is_finished for r in records):
+                    break
+                assert daemon.poll() is None, (home / "daemon.log").read_text()[-3000:]
+                time.sleep(2)
+            records = instance.get_run_records()
+        assert [r.dagster_run.status for r in records] == [dg.DagsterRunStatus.SUCCESS] * 4
+        crawler_runs = sorted(
+            (r.start_time, r.end_time) for r in records
+            if r.dagster_run.tags.get("metrics_platform/source") == "crawlers"
+        )
+        assert len(crawler_runs) == 3
+        for (_, first_end), (second_start, _) in zip(crawler_runs, crawler_runs[1:]):
+            assert first_end <= second_start, "two runs of one source ran at the same time"
+    finally:
+        if daemon.poll() is None:
+            os.killpg(daemon.pid, signal.SIGINT)
+            try:
+                daemon.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(daemon.pid, signal.SIGKILL)
+        log.close()
+        shutil.rmtree(home, ignore_errors=True)
