@@ -9,12 +9,19 @@ metric store and Dagster's own storage. It is written the way SQLAlchemy and Dag
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg2
 import psycopg2.extensions
 
-from metrics_platform.lib.errors import ConfigurationError, DatabaseUnavailableError
+from metrics_platform.lib.errors import (
+    ConfigurationError,
+    DatabaseUnavailableError,
+    MetricsPlatformError,
+    SourceError,
+)
 
 DATABASE_URL_ENV = "METRICS_PLATFORM_DATABASE_URL"
 PRODUCT_DATABASE_URL_ENV = "METRICS_PLATFORM_PRODUCT_DATABASE_URL"
@@ -80,3 +87,30 @@ def connect(
         raise DatabaseUnavailableError(
             f"{key}: cannot connect to {redact(url)}: {reason}"
         ) from None
+
+
+@contextmanager
+def source_cursor(
+    url: str, *, source: str, key: str, doing: str = "reading"
+) -> Iterator[psycopg2.extensions.cursor]:
+    """A cursor on a source's database, read-only, in one transaction, closed afterwards.
+
+    Errors become `SourceError`s naming the source and what it was `doing`: a database that
+    cannot be reached or drops the connection is transient (worth a retry), a failing query is
+    not.
+    """
+    try:
+        conn = connect(url, application_name=f"metrics_platform {source}", key=key)
+    except MetricsPlatformError as exc:
+        raise SourceError(source, str(exc), transient=True) from None
+    try:
+        conn.set_session(readonly=True)
+        with conn, conn.cursor() as cur:
+            yield cur
+    except psycopg2.Error as exc:
+        message = (exc.pgerror or str(exc)).strip().splitlines()[0]
+        raise SourceError(
+            source, f"{doing}: {message}", transient=isinstance(exc, psycopg2.OperationalError)
+        ) from None
+    finally:
+        conn.close()

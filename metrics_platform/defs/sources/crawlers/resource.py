@@ -9,13 +9,11 @@ stage, or no change yet, is idle.
 from datetime import datetime
 
 import dagster as dg
-import psycopg2
 from psycopg2 import sql
 from pydantic import Field, field_validator
 
 from metrics_platform.defs.sources.crawlers import SOURCE, URL_ENV_DEFAULT
-from metrics_platform.lib.database import connect
-from metrics_platform.lib.errors import MetricsPlatformError, SourceError
+from metrics_platform.lib.database import source_cursor
 from metrics_platform.lib.identifiers import QualifiedName, validate_identifier
 
 _STATUS_AT_HOUR_ENDS = sql.SQL(
@@ -103,21 +101,8 @@ class CrawlerRegistry(dg.ConfigurableResource):
                 self.crawlers_table, key="crawlers.crawlers_table"
             ).sql(),
         )
-        try:
-            conn = connect(self.url, application_name="metrics_platform crawlers", key="crawlers")
-        except MetricsPlatformError as exc:
-            raise SourceError(SOURCE, str(exc), transient=True) from None
-        try:
-            conn.set_session(readonly=True)
-            with conn, conn.cursor() as cur:
-                cur.execute(query, {"start": start, "end": end})
-                return cur.fetchall()
-        except psycopg2.Error as exc:
-            message = (exc.pgerror or str(exc)).strip().splitlines()[0]
-            raise SourceError(
-                SOURCE,
-                f"reading crawler status: {message}",
-                transient=isinstance(exc, psycopg2.OperationalError),
-            ) from None
-        finally:
-            conn.close()
+        with source_cursor(
+            self.url, source=SOURCE, key="crawlers", doing="reading crawler status"
+        ) as cur:
+            cur.execute(query, {"start": start, "end": end})
+            return cur.fetchall()

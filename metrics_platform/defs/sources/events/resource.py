@@ -3,16 +3,13 @@
 from datetime import datetime
 
 import dagster as dg
-import psycopg2
 from psycopg2 import sql
 from pydantic import Field, field_validator
 
 from metrics_platform.defs.sources.events import SOURCE, URL_ENV_DEFAULT
-from metrics_platform.lib.database import connect
+from metrics_platform.lib.database import source_cursor
 from metrics_platform.lib.errors import (
     ConfigurationError,
-    MetricsPlatformError,
-    SourceError,
 )
 from metrics_platform.lib.identifiers import QualifiedName, validate_identifier
 
@@ -110,21 +107,8 @@ class EventLog(dg.ConfigurableResource):
             "timezone": timezone,
             "fractions": [p / 100 for p in self.percentiles],
         }
-        try:
-            conn = connect(self.url, application_name="metrics_platform events", key="events")
-        except MetricsPlatformError as exc:
-            raise SourceError(SOURCE, str(exc), transient=True) from None
-        try:
-            conn.set_session(readonly=True)
-            with conn, conn.cursor() as cur:
-                cur.execute(query, params)
-                return cur.fetchall()
-        except psycopg2.Error as exc:
-            message = (exc.pgerror or str(exc)).strip().splitlines()[0]
-            raise SourceError(
-                SOURCE,
-                f"reading {self.table}: {message}",
-                transient=isinstance(exc, psycopg2.OperationalError),
-            ) from None
-        finally:
-            conn.close()
+        with source_cursor(
+            self.url, source=SOURCE, key="events", doing=f"reading {self.table}"
+        ) as cur:
+            cur.execute(query, params)
+            return cur.fetchall()

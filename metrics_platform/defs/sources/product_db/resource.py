@@ -10,8 +10,8 @@ from psycopg2 import sql
 from pydantic import Field, field_validator, model_validator
 
 from metrics_platform.defs.sources.product_db import SOURCE
-from metrics_platform.lib.database import PRODUCT_DATABASE_URL_ENV, connect
-from metrics_platform.lib.errors import MetricsPlatformError, SourceError
+from metrics_platform.lib.database import PRODUCT_DATABASE_URL_ENV, source_cursor
+from metrics_platform.lib.errors import SourceError
 from metrics_platform.lib.identifiers import QualifiedName, validate_identifier
 from metrics_platform.lib.metric_rows import validate_metric_name
 
@@ -108,44 +108,29 @@ class ProductDatabase(dg.ConfigurableResource):
         tables = [t for t in self.tables if t.id_column and t.created_at_column]
         if not tables:
             return found
-        try:
-            conn = connect(
-                self.url,
-                application_name="metrics_platform late rows",
-                key=PRODUCT_DATABASE_URL_ENV,
-            )
-        except MetricsPlatformError as exc:
-            raise SourceError(SOURCE, str(exc), transient=True) from None
-        try:
-            conn.set_session(readonly=True)
-            with conn, conn.cursor() as cur:
-                for table in tables:
-                    ident, created = (
-                        sql.Identifier(table.id_column),
-                        sql.Identifier(table.created_at_column),
+        with source_cursor(
+            self.url, source=SOURCE, key=PRODUCT_DATABASE_URL_ENV, doing="looking for late rows"
+        ) as cur:
+            for table in tables:
+                ident = sql.Identifier(table.id_column)
+                created = sql.Identifier(table.created_at_column)
+                cur.execute(
+                    sql.SQL("SELECT coalesce(max({}), 0) FROM {}").format(
+                        ident, table.qualified_name.sql()
                     )
+                )
+                top = cur.fetchone()[0]
+                hours: list[datetime] = []
+                if table.table in last_ids and top > last_ids[table.table]:
                     cur.execute(
-                        sql.SQL("SELECT coalesce(max({}), 0) FROM {}").format(
-                            ident, table.qualified_name.sql()
-                        )
+                        sql.SQL(
+                            "SELECT DISTINCT date_trunc('hour', {created}) FROM {table} "
+                            "WHERE {id} > %s AND {id} <= %s AND {created} < %s ORDER BY 1"
+                        ).format(created=created, table=table.qualified_name.sql(), id=ident),
+                        (last_ids[table.table], top, before),
                     )
-                    top = cur.fetchone()[0]
-                    hours: list[datetime] = []
-                    if table.table in last_ids and top > last_ids[table.table]:
-                        cur.execute(
-                            sql.SQL(
-                                "SELECT DISTINCT date_trunc('hour', {created}) FROM {table} "
-                                "WHERE {id} > %s AND {id} <= %s AND {created} < %s ORDER BY 1"
-                            ).format(created=created, table=table.qualified_name.sql(), id=ident),
-                            (last_ids[table.table], top, before),
-                        )
-                        hours = [row[0] for row in cur.fetchall()]
-                    found[table.table] = (top, hours)
-        except psycopg2.Error as exc:
-            message = (exc.pgerror or str(exc)).strip().splitlines()[0]
-            raise SourceError(SOURCE, f"looking for late rows: {message}", transient=True) from None
-        finally:
-            conn.close()
+                    hours = [row[0] for row in cur.fetchall()]
+                found[table.table] = (top, hours)
         return found
 
     def count_rows(
@@ -156,30 +141,20 @@ class ProductDatabase(dg.ConfigurableResource):
         Tables without a creation column are counted as they are now, and only when the window's
         last hour is the hour that closed most recently; for older hours they report nothing.
         """
-        try:
-            conn = connect(
-                self.url,
-                application_name="metrics_platform product_db",
-                key=PRODUCT_DATABASE_URL_ENV,
-            )
-        except MetricsPlatformError as exc:
-            raise SourceError(SOURCE, str(exc), transient=True) from None
         results = []
-        try:
-            conn.set_session(readonly=True)
-            with conn, conn.cursor() as cur:
-                for table in self.tables:
-                    try:
-                        results.append((table, self._count_table(cur, table, start, end, now)))
-                    except psycopg2.Error as exc:
-                        message = (exc.pgerror or str(exc)).strip().splitlines()[0]
-                        raise SourceError(
-                            SOURCE,
-                            f"counting {table.table}: {message}",
-                            transient=isinstance(exc, psycopg2.OperationalError),
-                        ) from None
-        finally:
-            conn.close()
+        with source_cursor(
+            self.url, source=SOURCE, key=PRODUCT_DATABASE_URL_ENV, doing="counting rows"
+        ) as cur:
+            for table in self.tables:
+                try:
+                    results.append((table, self._count_table(cur, table, start, end, now)))
+                except psycopg2.Error as exc:
+                    message = (exc.pgerror or str(exc)).strip().splitlines()[0]
+                    raise SourceError(
+                        SOURCE,
+                        f"counting {table.table}: {message}",
+                        transient=isinstance(exc, psycopg2.OperationalError),
+                    ) from None
         return results
 
     @staticmethod
