@@ -103,3 +103,21 @@ def test_a_source_without_settings_is_shown_disabled_with_its_reason():
     assert raw.description.startswith("Disabled: METRICS_PLATFORM_PRODUCT_DATABASE_URL is not set")
     assert raw.group_name == "product_db"
     assert graph.get(dg.AssetKey(["metrics", "hourly_values"])).parent_keys == set()
+
+
+def test_the_production_instance_config_loads_with_its_queue(tmp_path, store_url, monkeypatch):
+    (tmp_path / "dagster.yaml").write_text(
+        (REPO / "deploy" / "dagster.production.yaml").read_text()
+    )
+    monkeypatch.setenv("METRICS_PLATFORM_DAGSTER_DATABASE_URL", store_url)
+    monkeypatch.setenv("METRICS_PLATFORM_COMPUTE_LOG_DIR", str(tmp_path / "logs"))
+    with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+        assert type(instance.run_storage).__name__ == "PostgresRunStorage"
+        assert type(instance.run_coordinator).__name__ == "QueuedRunCoordinator"
+    values = yaml.safe_load((REPO / "deploy" / "helm-values.yaml").read_text())
+    limits = values["dagsterDaemon"]["runCoordinator"]["config"]["queuedRunCoordinator"]
+    assert {
+        "key": "metrics_platform/source",
+        "value": {"applyLimitPerUniqueValue": True},
+        "limit": 1,
+    } in limits["tagConcurrencyLimits"]

@@ -21,28 +21,49 @@ BIN = Path(sys.executable).parent
 
 
 def test_runs_of_one_source_are_dequeued_one_at_a_time(store_url, product_url, monkeypatch):
-    seed_product_database(product_url, now=datetime(2026, 3, 12, tzinfo=timezone.utc), days=2, users=50)
+    seed_product_database(
+        product_url, now=datetime(2026, 3, 12, tzinfo=timezone.utc), days=2, users=50
+    )
     home = Path(tempfile.mkdtemp(prefix="metrics_platform_queue_"))
     shutil.copyfile(REPO / "dagster.yaml", home / "dagster.yaml")
-    (home / "platform.yaml").write_text(yaml.safe_dump({
-        "product_db": {"tables": [{"table": "users", "created_at_column": "created_at"}]},
-        "crawlers": {"crawlers_table": "spiders"},
-    }))
+    (home / "platform.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "product_db": {"tables": [{"table": "users", "created_at_column": "created_at"}]},
+                "crawlers": {"crawlers_table": "spiders"},
+            }
+        )
+    )
     env = {k: v for k, v in os.environ.items() if not k.startswith("METRICS_PLATFORM_")}
-    env.update({
-        "DAGSTER_HOME": str(home),
-        "METRICS_PLATFORM_DATABASE_URL": store_url,
-        "METRICS_PLATFORM_PRODUCT_DATABASE_URL": product_url,
-        "METRICS_PLATFORM_CONFIG": str(home / "platform.yaml"),
-    })
+    env.update(
+        {
+            "DAGSTER_HOME": str(home),
+            "METRICS_PLATFORM_DATABASE_URL": store_url,
+            "METRICS_PLATFORM_PRODUCT_DATABASE_URL": product_url,
+            "METRICS_PLATFORM_CONFIG": str(home / "platform.yaml"),
+        }
+    )
     for key, value in env.items():
         monkeypatch.setenv(key, value)
 
     def launch(job: str, hour: str) -> None:
         out = subprocess.run(
-            [str(BIN / "dagster"), "job", "launch", "-w", str(REPO / "workspace.yaml"), "-j", job,
-             "--tags", f'{{"dagster/partition": "{hour}"}}'],
-            cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
+            [
+                str(BIN / "dagster"),
+                "job",
+                "launch",
+                "-w",
+                str(REPO / "workspace.yaml"),
+                "-j",
+                job,
+                "--tags",
+                f'{{"dagster/partition": "{hour}"}}',
+            ],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
         assert out.returncode == 0, out.stdout + out.stderr
 
@@ -54,7 +75,11 @@ def test_runs_of_one_source_are_dequeued_one_at_a_time(store_url, product_url, m
     log = open(home / "daemon.log", "w")
     daemon = subprocess.Popen(
         [str(BIN / "dagster-daemon"), "run", "-w", str(REPO / "workspace.yaml")],
-        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        cwd=REPO,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     try:
         with dg.DagsterInstance.from_config(str(home)) as instance:
@@ -68,7 +93,8 @@ def test_runs_of_one_source_are_dequeued_one_at_a_time(store_url, product_url, m
             records = instance.get_run_records()
         assert [r.dagster_run.status for r in records] == [dg.DagsterRunStatus.SUCCESS] * 4
         crawler_runs = sorted(
-            (r.start_time, r.end_time) for r in records
+            (r.start_time, r.end_time)
+            for r in records
             if r.dagster_run.tags.get("metrics_platform/source") == "crawlers"
         )
         assert len(crawler_runs) == 3
