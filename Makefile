@@ -3,13 +3,17 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test install clean
+.PHONY: demo test install system-deps clean
 
 demo: $(VENV)/.installed
+	scripts/install-system-deps --runtime-only
 	$(BIN)/metrics-platform demo
 
-test: $(VENV)/.installed
+test: $(VENV)/.installed system-deps
 	$(BIN)/python -m pytest
+
+system-deps:
+	scripts/install-system-deps
 
 install: $(VENV)/.installed
 
