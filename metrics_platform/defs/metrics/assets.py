@@ -10,6 +10,7 @@ from metrics_platform.defs.automation.conditions import (
     FOLLOW_ANY_SOURCE,
     WHEN_THE_DAY_IS_COMPLETE,
 )
+from metrics_platform.defs.metadata import window_metadata
 from metrics_platform.defs.metric_store import MetricStore
 from metrics_platform.defs.metrics.rollup import rollup_daily
 from metrics_platform.defs.partitions import (
@@ -30,11 +31,7 @@ GROUP = "metrics"
 
 
 def _window_metadata(context: dg.AssetExecutionContext) -> dict[str, dg.MetadataValue]:
-    start, end = utc_window(context)
-    return {
-        "window_start": dg.MetadataValue.timestamp(start),
-        "window_end": dg.MetadataValue.timestamp(end),
-    }
+    return window_metadata(*utc_window(context))
 
 
 def combine_sources(frames: dict[str, pd.DataFrame], ids: dict[str, int]) -> pd.DataFrame:

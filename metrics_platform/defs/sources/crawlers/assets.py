@@ -2,12 +2,14 @@
 
 import dagster as dg
 
+from metrics_platform.defs.metadata import window_metadata
 from metrics_platform.defs.metric_store import MetricStore
-from metrics_platform.defs.partitions import hourly_partitions, single_run, utc_window
+from metrics_platform.defs.partitions import utc_window
 from metrics_platform.defs.sources.crawlers import SOURCE
 from metrics_platform.defs.sources.crawlers.normalize import METRICS, normalize_status
 from metrics_platform.defs.sources.crawlers.resource import CrawlerRegistry
 from metrics_platform.defs.sources.failures import source_failures
+from metrics_platform.defs.sources.raw import raw_asset
 from metrics_platform.lib.store import MetricSpec
 
 STATUS_KEY = dg.AssetKey(["raw", "crawler_status"])
@@ -33,21 +35,11 @@ SPECS = [
 ]
 
 
-@dg.asset(
-    key=STATUS_KEY,
-    group_name=SOURCE,
+@raw_asset(
+    STATUS_KEY,
+    source=SOURCE,
     kinds={"postgres", "pandas"},
-    partitions_def=hourly_partitions,
-    backfill_policy=single_run,
-    retry_policy=dg.RetryPolicy(max_retries=2, delay=10, backoff=dg.Backoff.EXPONENTIAL),
-    metadata={"partition_expr": "hour", "primary_key": ["metric", "hour"]},
-    check_specs=[
-        dg.AssetCheckSpec(
-            EVERY_HOUR_REPORTED,
-            asset=STATUS_KEY,
-            description="Total, active and idle crawlers for every hour.",
-        )
-    ],
+    checks=[(EVERY_HOUR_REPORTED, "Total, active and idle crawlers for every hour.")],
 )
 def crawler_status(
     context: dg.AssetExecutionContext, crawler_registry: CrawlerRegistry, metric_store: MetricStore
@@ -61,13 +53,9 @@ def crawler_status(
     hours = int((end - start).total_seconds() // 3600)
     yield dg.Output(
         frame,
-        metadata={
-            "window_start": dg.MetadataValue.timestamp(start),
-            "window_end": dg.MetadataValue.timestamp(end),
-            "rows_read": dg.MetadataValue.int(len(rows)),
-            "rows_written": dg.MetadataValue.int(len(frame)),
-            "rows_rejected": dg.MetadataValue.int(0),
-        },
+        metadata=window_metadata(
+            start, end, rows_read=len(rows), rows_written=len(frame), rows_rejected=0
+        ),
     )
     yield dg.AssetCheckResult(
         check_name=EVERY_HOUR_REPORTED,

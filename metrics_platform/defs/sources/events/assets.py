@@ -4,12 +4,11 @@ import dagster as dg
 import pandas as pd
 
 from metrics_platform.defs.automation.conditions import WHEN_THE_DAY_IS_COMPLETE
+from metrics_platform.defs.metadata import window_metadata
 from metrics_platform.defs.metric_store import MetricStore
 from metrics_platform.defs.partitions import (
     BUSINESS_TIMEZONE,
     daily_partitions,
-    hourly_partitions,
-    single_run,
     utc_window,
 )
 from metrics_platform.defs.sources.events import SOURCE
@@ -19,12 +18,12 @@ from metrics_platform.defs.sources.events.normalize import (
 )
 from metrics_platform.defs.sources.events.resource import EventLog
 from metrics_platform.defs.sources.failures import source_failures
+from metrics_platform.defs.sources.raw import raw_asset
 from metrics_platform.lib.store import MetricSpec
 
 HOURLY_KEY = dg.AssetKey(["raw", "events_hourly"])
 DAILY_KEY = dg.AssetKey(["raw", "events_daily_timings"])
 NON_NEGATIVE = "values_non_negative"
-RETRY = dg.RetryPolicy(max_retries=2, delay=10, backoff=dg.Backoff.EXPONENTIAL)
 
 
 def metric_specs(names: pd.Series, event_log: EventLog) -> list[MetricSpec]:
@@ -49,15 +48,13 @@ def metric_specs(names: pd.Series, event_log: EventLog) -> list[MetricSpec]:
 
 
 def _metadata(context: dg.AssetExecutionContext, frame: pd.DataFrame, read: int) -> dict:
-    start, end = utc_window(context)
-    return {
-        "window_start": dg.MetadataValue.timestamp(start),
-        "window_end": dg.MetadataValue.timestamp(end),
-        "rows_read": dg.MetadataValue.int(read),
-        "rows_written": dg.MetadataValue.int(len(frame)),
-        "rows_rejected": dg.MetadataValue.int(0),
-        "metrics": dg.MetadataValue.int(frame["metric"].nunique()),
-    }
+    return window_metadata(
+        *utc_window(context),
+        rows_read=read,
+        rows_written=len(frame),
+        rows_rejected=0,
+        metrics=frame["metric"].nunique(),
+    )
 
 
 def _non_negative(frame: pd.DataFrame) -> dg.AssetCheckResult:
@@ -68,19 +65,11 @@ def _non_negative(frame: pd.DataFrame) -> dg.AssetCheckResult:
     )
 
 
-@dg.asset(
-    key=HOURLY_KEY,
-    group_name=SOURCE,
+@raw_asset(
+    HOURLY_KEY,
+    source=SOURCE,
     kinds={"postgres", "pandas"},
-    partitions_def=hourly_partitions,
-    backfill_policy=single_run,
-    retry_policy=RETRY,
-    metadata={"partition_expr": "hour", "primary_key": ["metric", "hour"]},
-    check_specs=[
-        dg.AssetCheckSpec(
-            NON_NEGATIVE, asset=HOURLY_KEY, description="No count or duration is negative."
-        )
-    ],
+    checks=[(NON_NEGATIVE, "No count or duration is negative.")],
 )
 def events_hourly(
     context: dg.AssetExecutionContext, event_log: EventLog, metric_store: MetricStore
@@ -95,21 +84,15 @@ def events_hourly(
     yield _non_negative(frame)
 
 
-@dg.asset(
-    key=DAILY_KEY,
+@raw_asset(
+    DAILY_KEY,
+    source=SOURCE,
+    kinds={"postgres", "pandas"},
+    checks=[(NON_NEGATIVE, "No duration percentile is negative.")],
+    partitions_def=daily_partitions,
+    period="day",
     deps=[HOURLY_KEY],  # recomputed whenever any hour of its day re-lands
     automation_condition=WHEN_THE_DAY_IS_COMPLETE,
-    group_name=SOURCE,
-    kinds={"postgres", "pandas"},
-    partitions_def=daily_partitions,
-    backfill_policy=single_run,
-    retry_policy=RETRY,
-    metadata={"partition_expr": "day", "primary_key": ["metric", "day"]},
-    check_specs=[
-        dg.AssetCheckSpec(
-            NON_NEGATIVE, asset=DAILY_KEY, description="No duration percentile is negative."
-        )
-    ],
 )
 def events_daily_timings(
     context: dg.AssetExecutionContext, event_log: EventLog, metric_store: MetricStore

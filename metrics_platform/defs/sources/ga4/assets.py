@@ -4,12 +4,14 @@ from collections.abc import Mapping
 
 import dagster as dg
 
+from metrics_platform.defs.metadata import window_metadata
 from metrics_platform.defs.metric_store import MetricStore
-from metrics_platform.defs.partitions import hourly_partitions, single_run, utc_window
+from metrics_platform.defs.partitions import utc_window
 from metrics_platform.defs.sources.failures import source_failures
 from metrics_platform.defs.sources.ga4 import SOURCE
 from metrics_platform.defs.sources.ga4.normalize import ReportedMetric, read_report
 from metrics_platform.defs.sources.ga4.resource import GoogleAnalytics
+from metrics_platform.defs.sources.raw import raw_asset
 from metrics_platform.lib.store import MetricSpec
 
 GA4_REPORT_KEY = dg.AssetKey(["raw", "ga4_report"])
@@ -32,26 +34,14 @@ def metric_specs(ga4: GoogleAnalytics, reported: Mapping[str, ReportedMetric]) -
     ]
 
 
-@dg.asset(
-    key=GA4_REPORT_KEY,
-    group_name=SOURCE,
+@raw_asset(
+    GA4_REPORT_KEY,
+    source=SOURCE,
     # Dagster's UI has an icon for "google", none for Google Analytics itself.
     kinds={"google", "pandas"},
-    partitions_def=hourly_partitions,
-    backfill_policy=single_run,
-    retry_policy=dg.RetryPolicy(max_retries=2, delay=10, backoff=dg.Backoff.EXPONENTIAL),
-    metadata={"partition_expr": "hour", "primary_key": ["metric", "hour"]},
-    check_specs=[
-        dg.AssetCheckSpec(
-            VALUES_NON_NEGATIVE,
-            asset=GA4_REPORT_KEY,
-            description="No Google Analytics value is negative.",
-        ),
-        dg.AssetCheckSpec(
-            EVERY_METRIC_REPORTED,
-            asset=GA4_REPORT_KEY,
-            description="Every configured GA4 metric has a value in the window.",
-        ),
+    checks=[
+        (VALUES_NON_NEGATIVE, "No Google Analytics value is negative."),
+        (EVERY_METRIC_REPORTED, "Every configured GA4 metric has a value in the window."),
     ],
 )
 def ga4_report(context: dg.AssetExecutionContext, ga4: GoogleAnalytics, metric_store: MetricStore):
@@ -66,13 +56,15 @@ def ga4_report(context: dg.AssetExecutionContext, ga4: GoogleAnalytics, metric_s
     yield dg.Output(
         frame,
         metadata={
-            "window_start": dg.MetadataValue.timestamp(start),
-            "window_end": dg.MetadataValue.timestamp(end),
-            "pages": dg.MetadataValue.int(len(pages)),
+            **window_metadata(
+                start,
+                end,
+                pages=len(pages),
+                rows_read=report.rows_read,
+                rows_written=len(frame),
+                rows_rejected=0,
+            ),
             "property_time_zone": dg.MetadataValue.text(report.time_zone or "unknown"),
-            "rows_read": dg.MetadataValue.int(report.rows_read),
-            "rows_written": dg.MetadataValue.int(len(frame)),
-            "rows_rejected": dg.MetadataValue.int(0),
         },
     )
     yield dg.AssetCheckResult(

@@ -5,14 +5,16 @@ from datetime import datetime, timezone
 import dagster as dg
 import pandas as pd
 
+from metrics_platform.defs.metadata import window_metadata
 from metrics_platform.defs.metric_store import MetricStore
-from metrics_platform.defs.partitions import hourly_partitions, single_run, utc_window
+from metrics_platform.defs.partitions import utc_window
 from metrics_platform.defs.sources.failures import source_failures
 from metrics_platform.defs.sources.product_db.normalize import (
     SOURCE,
     normalize_row_counts,
 )
 from metrics_platform.defs.sources.product_db.resource import ProductDatabase
+from metrics_platform.defs.sources.raw import raw_asset
 from metrics_platform.lib.store import MetricSpec
 
 ROW_COUNTS_KEY = dg.AssetKey(["raw", "product_db_row_counts"])
@@ -33,23 +35,13 @@ def metric_specs(product_db: ProductDatabase) -> list[MetricSpec]:
     ]
 
 
-@dg.asset(
-    key=ROW_COUNTS_KEY,
-    group_name=SOURCE,
+@raw_asset(
+    ROW_COUNTS_KEY,
+    source=SOURCE,
     kinds={"postgres", "pandas"},
-    partitions_def=hourly_partitions,
-    backfill_policy=single_run,
-    retry_policy=dg.RetryPolicy(max_retries=2, delay=10, backoff=dg.Backoff.EXPONENTIAL),
-    metadata={"partition_expr": "hour", "primary_key": ["metric", "hour"]},
-    check_specs=[
-        dg.AssetCheckSpec(
-            COUNTS_NON_NEGATIVE, asset=ROW_COUNTS_KEY, description="No row count is negative."
-        ),
-        dg.AssetCheckSpec(
-            EVERY_TABLE_COUNTED,
-            asset=ROW_COUNTS_KEY,
-            description="Every table with a creation column has a count for every hour.",
-        ),
+    checks=[
+        (COUNTS_NON_NEGATIVE, "No row count is negative."),
+        (EVERY_TABLE_COUNTED, "Every table with a creation column has a count for every hour."),
     ],
 )
 def product_db_row_counts(
@@ -67,11 +59,14 @@ def product_db_row_counts(
     yield dg.Output(
         frame,
         metadata={
-            "window_start": dg.MetadataValue.timestamp(start),
-            "window_end": dg.MetadataValue.timestamp(end),
-            "tables": dg.MetadataValue.int(len(product_db.tables)),
-            "rows_read": dg.MetadataValue.int(len(frame)),
-            "rows_rejected": dg.MetadataValue.int(0),
+            **window_metadata(
+                start,
+                end,
+                tables=len(product_db.tables),
+                rows_read=len(frame),
+                rows_written=len(frame),
+                rows_rejected=0,
+            ),
             "snapshot_only_tables": dg.MetadataValue.text(", ".join(snapshot_only) or "none"),
         },
     )

@@ -2,8 +2,9 @@
 
 import dagster as dg
 
+from metrics_platform.defs.metadata import window_metadata
 from metrics_platform.defs.metric_store import MetricStore
-from metrics_platform.defs.partitions import hourly_partitions, single_run
+from metrics_platform.defs.partitions import utc_window
 from metrics_platform.defs.sources.failures import source_failures
 from metrics_platform.defs.sources.prometheus import SOURCE
 from metrics_platform.defs.sources.prometheus.normalize import (
@@ -16,12 +17,12 @@ from metrics_platform.defs.sources.prometheus.resource import (
     PrometheusQuery,
     evaluation_chunks,
 )
+from metrics_platform.defs.sources.raw import RETRY_POLICY, raw_asset
 from metrics_platform.lib.store import MetricSpec
 
 SERIES_KEY = dg.AssetKey(["raw", "prometheus_series"])
 SUMS_NON_NEGATIVE = "sums_non_negative"
 EVERY_QUERY_ANSWERED = "every_query_returned_series"
-RETRY_POLICY = dg.RetryPolicy(max_retries=2, delay=10, backoff=dg.Backoff.EXPONENTIAL)
 
 
 def metric_specs(query: PrometheusQuery, names) -> list[MetricSpec]:
@@ -40,40 +41,27 @@ def metric_specs(query: PrometheusQuery, names) -> list[MetricSpec]:
 def build_prometheus_series(retry_policy: dg.RetryPolicy = RETRY_POLICY) -> dg.AssetsDefinition:
     """The asset, with the given step retry policy (the platform's by default)."""
 
-    @dg.asset(
-        key=SERIES_KEY,
-        group_name=SOURCE,
+    @raw_asset(
+        SERIES_KEY,
+        source=SOURCE,
         kinds={"prometheus", "pandas"},
-        partitions_def=hourly_partitions,
-        backfill_policy=single_run,
         retry_policy=retry_policy,
-        metadata={"partition_expr": "hour", "primary_key": ["metric", "hour"]},
-        check_specs=[
-            dg.AssetCheckSpec(
-                SUMS_NON_NEGATIVE,
-                asset=SERIES_KEY,
-                description="No value of a query aggregated by sum is negative.",
-            ),
-            dg.AssetCheckSpec(
-                EVERY_QUERY_ANSWERED,
-                asset=SERIES_KEY,
-                description="Every configured query returned at least one series.",
-            ),
+        checks=[
+            (SUMS_NON_NEGATIVE, "No value of a query aggregated by sum is negative."),
+            (EVERY_QUERY_ANSWERED, "Every configured query returned at least one series."),
         ],
     )
     def prometheus_series(
         context: dg.AssetExecutionContext, prometheus: Prometheus, metric_store: MetricStore
     ):
         """Each configured Prometheus query at the end of every UTC hour, one metric per series."""
-        window = context.partition_time_window
+        start, end = utc_window(context)
         results, rejected = [], 0
         with source_failures():
             for query in prometheus.queries:
                 with naming_query(query.query):
-                    answer = prometheus.query_range(query.query, window.start, window.end)
-                    frame, dropped = normalize_matrix(
-                        answer, query.metric, window.start, window.end
-                    )
+                    answer = prometheus.query_range(query.query, start, end)
+                    frame, dropped = normalize_matrix(answer, query.metric, start, end)
                 results.append((query, frame, len(answer["data"]["result"])))
                 rejected += dropped
             rows = combine_frames(frame for _, frame, _ in results)
@@ -81,18 +69,18 @@ def build_prometheus_series(retry_policy: dg.RetryPolicy = RETRY_POLICY) -> dg.A
             spec for query, frame, _ in results for spec in metric_specs(query, frame["metric"])
         )
 
-        requests = len(prometheus.queries) * len(evaluation_chunks(window.start, window.end))
+        requests = len(prometheus.queries) * len(evaluation_chunks(start, end))
         yield dg.Output(
             rows,
-            metadata={
-                "window_start": dg.MetadataValue.timestamp(window.start),
-                "window_end": dg.MetadataValue.timestamp(window.end),
-                "queries": dg.MetadataValue.int(len(prometheus.queries)),
-                "requests": dg.MetadataValue.int(requests),
-                "rows_read": dg.MetadataValue.int(len(rows) + rejected),
-                "rows_written": dg.MetadataValue.int(len(rows)),
-                "rows_rejected": dg.MetadataValue.int(rejected),
-            },
+            metadata=window_metadata(
+                start,
+                end,
+                queries=len(prometheus.queries),
+                requests=requests,
+                rows_read=len(rows) + rejected,
+                rows_written=len(rows),
+                rows_rejected=rejected,
+            ),
         )
         sums = {
             name

@@ -1,0 +1,41 @@
+"""What every raw source asset shares: its decorator settings."""
+
+from collections.abc import Sequence
+
+import dagster as dg
+
+from metrics_platform.defs.partitions import hourly_partitions, single_run
+
+# Transient causes (a source down or slow) are retried twice, 10 s then 20 s later; a payload
+# the source got wrong fails at once (see `source_failures`).
+RETRY_POLICY = dg.RetryPolicy(max_retries=2, delay=10, backoff=dg.Backoff.EXPONENTIAL)
+
+
+def raw_asset(
+    key: dg.AssetKey,
+    *,
+    source: str,
+    kinds: set[str],
+    checks: Sequence[tuple[str, str]] = (),
+    partitions_def: dg.PartitionsDefinition = hourly_partitions,
+    period: str = "hour",
+    retry_policy: dg.RetryPolicy = RETRY_POLICY,
+    **kwargs,
+):
+    """`@dg.asset` for a raw source table `raw.<name>` of (period, metric, value) rows: in its
+    source's group, partitioned, backfilled in one run, keyed by (metric, period), with its
+    checks (name, description) declared beside it."""
+    return dg.asset(
+        key=key,
+        group_name=source,
+        kinds=kinds,
+        partitions_def=partitions_def,
+        backfill_policy=single_run,
+        retry_policy=retry_policy,
+        metadata={"partition_expr": period, "primary_key": ["metric", period]},
+        check_specs=[
+            dg.AssetCheckSpec(name, asset=key, description=description)
+            for name, description in checks
+        ],
+        **kwargs,
+    )
