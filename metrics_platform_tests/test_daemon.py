@@ -3,22 +3,15 @@ schedule launches the source's run for the hour that just closed, the automation
 with the hourly values, and the numbers land in the metric store without anyone clicking."""
 
 import os
-import shutil
-import signal
-import subprocess
-import sys
-import tempfile
 import time
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import yaml
 
 from metrics_platform.defs.automation.schedules import closed_hour
 from metrics_platform.lib.demo_data import seed_product_database
 from metrics_platform_tests.conftest import query
-
-REPO = Path(__file__).resolve().parent.parent
+from metrics_platform_tests.processes import daemon_log, dagster_daemon, instance_home
 
 
 def test_the_daemon_runs_the_hourly_schedule_and_values_land(store_url, product_url):
@@ -29,38 +22,41 @@ def test_the_daemon_runs_the_hourly_schedule_and_values_land(store_url, product_
     hour = closed_hour(tick, lag)
     seed_product_database(product_url, now=now, days=2, users=300)
 
-    home = Path(tempfile.mkdtemp(prefix="metrics_platform_daemon_"))
-    shutil.copyfile(REPO / "dagster.yaml", home / "dagster.yaml")
+    home = instance_home("metrics_platform_daemon_")
     settings = {
         "product_db": {"tables": [{"table": "users", "created_at_column": "created_at"}]},
         "schedule": {"lag_minutes": {"default": lag}},
     }
     (home / "platform.yaml").write_text(yaml.safe_dump(settings))
     env = {k: v for k, v in os.environ.items() if not k.startswith("METRICS_PLATFORM_")}
-    env.update({
-        "DAGSTER_HOME": str(home),
-        "METRICS_PLATFORM_DATABASE_URL": store_url,
-        "METRICS_PLATFORM_PRODUCT_DATABASE_URL": product_url,
-        "METRICS_PLATFORM_CONFIG": str(home / "platform.yaml"),
-    })
-    log = open(home / "daemon.log", "w")
-    daemon = subprocess.Popen(
-        [str(Path(sys.executable).parent / "dagster-daemon"), "run", "-w", str(REPO / "workspace.yaml")],
-        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    env.update(
+        {
+            "DAGSTER_HOME": str(home),
+            "METRICS_PLATFORM_DATABASE_URL": store_url,
+            "METRICS_PLATFORM_PRODUCT_DATABASE_URL": product_url,
+            "METRICS_PLATFORM_CONFIG": str(home / "platform.yaml"),
+        }
     )
-    try:
+    with dagster_daemon(home, env) as daemon:
         hour_start = datetime.strptime(hour, "%Y-%m-%d-%H:%M").replace(tzinfo=timezone.utc)
         deadline = time.monotonic() + 420
         rows = []
         while time.monotonic() < deadline and not rows:
-            assert daemon.poll() is None, (home / "daemon.log").read_text()[-4000:]
-            rows = query(store_url, "SELECT value FROM metrics.hourly_values_by_name "
-                         "WHERE metric = 'objects.users.count' AND time = %s", (hour_start,)) \
-                if query(store_url, "SELECT to_regclass('metrics.hourly_values')")[0][0] else []
+            assert daemon.poll() is None, daemon_log(home)
+            if query(store_url, "SELECT to_regclass('metrics.hourly_values')")[0][0]:
+                rows = query(
+                    store_url,
+                    "SELECT value FROM metrics.hourly_values_by_name "
+                    "WHERE metric = 'objects.users.count' AND time = %s",
+                    (hour_start,),
+                )
             time.sleep(3)
-        assert rows, "no hourly value landed; daemon log:\n" + (home / "daemon.log").read_text()[-4000:]
-        expected = query(product_url, "SELECT count(*) FROM users WHERE created_at < %s",
-                         (hour_start + timedelta(hours=1),))[0][0]
+        assert rows, "no hourly value landed; daemon log:\n" + daemon_log(home)
+        expected = query(
+            product_url,
+            "SELECT count(*) FROM users WHERE created_at < %s",
+            (hour_start + timedelta(hours=1),),
+        )[0][0]
         assert rows[0][0] == expected
         # Two runs did it: the scheduled source run, then the automation's hourly values run.
         while time.monotonic() < deadline:
@@ -69,12 +65,3 @@ def test_the_daemon_runs_the_hourly_schedule_and_values_land(store_url, product_
                 break
             time.sleep(2)
         assert succeeded >= 2
-    finally:
-        if daemon.poll() is None:
-            os.killpg(daemon.pid, signal.SIGINT)
-            try:
-                daemon.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(daemon.pid, signal.SIGKILL)
-        log.close()
-        shutil.rmtree(home, ignore_errors=True)

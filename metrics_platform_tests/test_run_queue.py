@@ -2,30 +2,32 @@
 (per-source concurrency limit in dagster.yaml), whatever launches them."""
 
 import os
-import shutil
-import signal
 import subprocess
-import sys
-import tempfile
 import time
 from datetime import datetime, timezone
-from pathlib import Path
 
 import dagster as dg
 import yaml
 
 from metrics_platform.lib.demo_data import seed_product_database
+from metrics_platform_tests.processes import BIN, REPO, daemon_log, dagster_daemon, instance_home
 
-REPO = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
+
+def launched(instance: dg.DagsterInstance) -> list:
+    """The runs this test launched (schedules may add their own while it waits)."""
+    return [
+        r
+        for r in instance.get_run_records()
+        if "dagster/schedule_name" not in r.dagster_run.tags
+        and "dagster/sensor_name" not in r.dagster_run.tags
+    ]
 
 
 def test_runs_of_one_source_are_dequeued_one_at_a_time(store_url, product_url, monkeypatch):
     seed_product_database(
         product_url, now=datetime(2026, 3, 12, tzinfo=timezone.utc), days=2, users=50
     )
-    home = Path(tempfile.mkdtemp(prefix="metrics_platform_queue_"))
-    shutil.copyfile(REPO / "dagster.yaml", home / "dagster.yaml")
+    home = instance_home("metrics_platform_queue_")
     (home / "platform.yaml").write_text(
         yaml.safe_dump(
             {
@@ -72,40 +74,22 @@ def test_runs_of_one_source_are_dequeued_one_at_a_time(store_url, product_url, m
         launch("crawlers_hourly", hour)
     launch("product_db_hourly", "2026-03-10-01:00")
 
-    log = open(home / "daemon.log", "w")
-    daemon = subprocess.Popen(
-        [str(BIN / "dagster-daemon"), "run", "-w", str(REPO / "workspace.yaml")],
-        cwd=REPO,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    try:
+    with dagster_daemon(home, env) as daemon:
         with dg.DagsterInstance.from_config(str(home)) as instance:
             deadline = time.monotonic() + 240
             while time.monotonic() < deadline:
-                records = instance.get_run_records()
+                records = launched(instance)
                 if len(records) == 4 and all(r.dagster_run.is_finished for r in records):
                     break
-                assert daemon.poll() is None, (home / "daemon.log").read_text()[-3000:]
+                assert daemon.poll() is None, daemon_log(home)
                 time.sleep(2)
-            records = instance.get_run_records()
-        assert [r.dagster_run.status for r in records] == [dg.DagsterRunStatus.SUCCESS] * 4
-        crawler_runs = sorted(
-            (r.start_time, r.end_time)
-            for r in records
-            if r.dagster_run.tags.get("metrics_platform/source") == "crawlers"
-        )
-        assert len(crawler_runs) == 3
-        for (_, first_end), (second_start, _) in zip(crawler_runs, crawler_runs[1:]):
-            assert first_end <= second_start, "two runs of one source ran at the same time"
-    finally:
-        if daemon.poll() is None:
-            os.killpg(daemon.pid, signal.SIGINT)
-            try:
-                daemon.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(daemon.pid, signal.SIGKILL)
-        log.close()
-        shutil.rmtree(home, ignore_errors=True)
+            records = launched(instance)
+    assert [r.dagster_run.status for r in records] == [dg.DagsterRunStatus.SUCCESS] * 4
+    crawler_runs = sorted(
+        (r.start_time, r.end_time)
+        for r in records
+        if r.dagster_run.tags.get("metrics_platform/source") == "crawlers"
+    )
+    assert len(crawler_runs) == 3
+    for (_, first_end), (second_start, _) in zip(crawler_runs, crawler_runs[1:]):
+        assert first_end <= second_start, "two runs of one source ran at the same time"
