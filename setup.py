@@ -33,6 +33,8 @@ setup(
             "pytest-timeout>=2.3",
             "hypothesis>=6.100",
             "ruff>=0.6",
+            # Drives Debian's chromium in the browser test of the Dagster UI (no browser download).
+            "playwright>=1.65",
             # Grafana Labs' dashboard SDK, for `python -m metrics_platform.lib.dashboards`.
             "grafana-foundation-sdk==1769699379!11.6.0; python_version >= '3.11'",
         ],
