@@ -9,6 +9,7 @@ metric store and Dagster's own storage. It is written the way SQLAlchemy and Dag
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from urllib.parse import urlsplit, urlunsplit
@@ -64,10 +65,11 @@ def libpq_url(url: str, *, key: str = DATABASE_URL_ENV) -> str:
 def redact(url: str) -> str:
     """The URL with its password replaced, safe for logs, errors and metadata."""
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
+    query = re.sub(r"((?:^|&)(?:ssl)?password=)[^&]*", r"\1***", parts.query)
+    netloc = parts.netloc
+    if parts.password is not None:
+        netloc = netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
 def connect(

@@ -56,9 +56,9 @@ def metric_frame(
                 "value": pd.to_numeric(pd.Series(list(values), dtype=object)).astype("float64"),
             }
         )
-    except (TypeError, ValueError) as exc:
+        return check_metric_frame(source, frame)
+    except (TypeError, ValueError, OverflowError) as exc:
         raise SourceError(source, f"values do not fit the metric row shape: {exc}") from None
-    return check_metric_frame(source, frame)
 
 
 def metric_frame_from_records(
@@ -116,7 +116,10 @@ def sanitize_name_part(text: str) -> str:
 
 def daily_metric_frame(source: str, days, metrics, values) -> pd.DataFrame:
     """A checked (day, metric, value) frame, for values a source computes per day itself."""
-    hours = [pd.Timestamp(day).tz_localize("UTC") if day is not None else None for day in days]
+    try:
+        hours = [pd.Timestamp(day).tz_localize("UTC") if day is not None else None for day in days]
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise SourceError(source, f"a day is not a date: {exc}") from None
     frame = metric_frame(source, hours, metrics, values)
     return pd.DataFrame(
         {

@@ -8,9 +8,18 @@ import dagster as dg
 from metrics_platform.lib.errors import SourceError
 
 
+def partition_label(context: dg.AssetExecutionContext) -> str:
+    """The partition or range a run covers, as the UI writes it."""
+    if not context.has_partition_key_range:
+        return "no partition"
+    keys = context.partition_key_range
+    return keys.start if keys.start == keys.end else f"{keys.start}...{keys.end}"
+
+
 @contextmanager
-def source_failures() -> Iterator[None]:
-    """Turn a `SourceError` into a `dg.Failure` that names the source and the cause.
+def source_failures(context: dg.AssetExecutionContext) -> Iterator[None]:
+    """Turn a `SourceError` into a `dg.Failure` that names the source, the partition and the
+    cause.
 
     A transient cause (the source is down or slow) keeps the asset's retry policy; a payload
     the source got wrong fails at once, since asking again gives the same answer.
@@ -18,10 +27,12 @@ def source_failures() -> Iterator[None]:
     try:
         yield
     except SourceError as exc:
+        partition = partition_label(context)
         raise dg.Failure(
-            description=str(exc),
+            description=f"{exc} (partition {partition})",
             metadata={
                 "source": exc.source,
+                "partition": partition,
                 "cause": exc.cause,
                 "retryable": exc.transient,
             },

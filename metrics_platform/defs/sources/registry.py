@@ -10,6 +10,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import dagster as dg
+import pydantic
+
+from metrics_platform.lib.errors import ConfigurationError
 
 DISABLED_TAG = "metrics_platform/source_status"
 
@@ -67,3 +70,20 @@ class SourceDefinition:
             metadata={"disabled_reason": self.disabled_reason},
             tags={DISABLED_TAG: "disabled"},
         )
+
+
+def build_resource(key: str, cls: type, **settings):
+    """`cls(**settings)`, with a settings error naming its key (`events.percentiles: ...`).
+
+    Unknown keys are refused too: a typo must not silently turn a setting off.
+    """
+    known = set(cls.model_fields)
+    unknown = sorted(set(settings) - known)
+    if unknown:
+        raise ConfigurationError(f"{key}.{unknown[0]}: unknown setting")
+    try:
+        return cls(**settings)
+    except pydantic.ValidationError as exc:
+        error = exc.errors()[0]
+        where = ".".join(str(part) for part in error["loc"])
+        raise ConfigurationError(f"{key}.{where}: {error['msg']}") from None

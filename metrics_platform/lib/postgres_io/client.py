@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from datetime import datetime
 
 import dagster as dg
+import psycopg2
 import psycopg2.extensions
 from dagster._core.definitions.partitions.utils import TimeWindow
 from dagster._core.storage.db_io_manager import (
@@ -100,8 +101,17 @@ class PostgresDbClient(DbClient):
     ) -> Iterator[psycopg2.extensions.connection]:
         conn = connect(self.url, application_name="metrics_platform io_manager")
         try:
-            with conn:  # one transaction: committed on success, rolled back on any error
+            # One transaction: committed on success, rolled back on any error. A rollback on a
+            # connection the server already closed must not hide the error that closed it.
+            try:
                 yield conn
+                conn.commit()
+            except BaseException:
+                try:
+                    conn.rollback()
+                except psycopg2.Error:
+                    pass
+                raise
         finally:
             conn.close()
 

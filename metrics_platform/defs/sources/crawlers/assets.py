@@ -46,7 +46,7 @@ def crawler_status(
 ):
     """Crawlers existing, active and idle at the end of every UTC hour, from the product database."""
     start, end = utc_window(context)
-    with source_failures():
+    with source_failures(context):
         rows = crawler_registry.status_counts(start, end)
         frame = normalize_status(rows)
     metric_store.register_metrics(SPECS)

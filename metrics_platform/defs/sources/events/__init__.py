@@ -4,7 +4,7 @@ from collections.abc import Mapping
 
 import dagster as dg
 
-from metrics_platform.defs.sources.registry import SourceDefinition
+from metrics_platform.defs.sources.registry import SourceDefinition, build_resource
 
 SOURCE = "events"
 URL_ENV_DEFAULT = "METRICS_PLATFORM_PRODUCT_DATABASE_URL"
@@ -27,7 +27,7 @@ def build_source(section: Mapping, env: Mapping[str, str]) -> SourceDefinition:
         )
     settings = dict(section)
     url_env = settings.pop("url_env", URL_ENV_DEFAULT)
-    resource = EventLog(url=dg.EnvVar(url_env), **settings)
+    resource = build_resource("events", EventLog, url=dg.EnvVar(url_env), **settings)
     reason = None if env.get(url_env) else f"{url_env} is not set"
     return SourceDefinition(
         SOURCE,

@@ -76,7 +76,7 @@ def events_hourly(
 ):
     """Events per type and their latency percentiles for every UTC hour, from the product's event log."""
     start, end = utc_window(context)
-    with source_failures():
+    with source_failures(context):
         rows = event_log.stats(start, end, by="hour")
         frame = normalize_hourly(rows, event_log.percentiles)
     metric_store.register_metrics(metric_specs(frame["metric"], event_log))
@@ -99,7 +99,7 @@ def events_daily_timings(
 ):
     """Latency percentiles per event type for every day, computed from the day's raw timings."""
     start, end = utc_window(context)
-    with source_failures():
+    with source_failures(context):
         rows = event_log.stats(start, end, by="day", timezone=BUSINESS_TIMEZONE)
         frame = normalize_daily(rows, event_log.percentiles)
     metric_store.register_metrics(metric_specs(frame["metric"], event_log))

@@ -47,7 +47,7 @@ def metric_specs(ga4: GoogleAnalytics, reported: Mapping[str, ReportedMetric]) -
 def ga4_report(context: dg.AssetExecutionContext, ga4: GoogleAnalytics, metric_store: MetricStore):
     """Google Analytics 4 metrics of the configured property for every UTC hour."""
     start, end = utc_window(context)
-    with source_failures():
+    with source_failures(context):
         pages = ga4.run_report(start, end)
         report = read_report(pages, ga4.metrics, start, end)
     metric_store.register_metrics(metric_specs(ga4, report.metrics))

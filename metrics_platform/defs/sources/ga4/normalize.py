@@ -148,9 +148,9 @@ def date_hour_to_utc(date_hour: object, zone: ZoneInfo) -> datetime:
         raise SourceError(SOURCE, f"dateHour {date_hour!r} is not YYYYMMDDHH")
     try:
         local = datetime.strptime(date_hour, "%Y%m%d%H").replace(tzinfo=zone)
-    except ValueError:
+        utc = local.astimezone(timezone.utc)
+    except (ValueError, OverflowError):
         raise SourceError(SOURCE, f"dateHour {date_hour!r} is not a date and hour") from None
-    utc = local.astimezone(timezone.utc)
     if utc.astimezone(zone).replace(tzinfo=None) != local.replace(tzinfo=None):
         raise SourceError(
             SOURCE,
@@ -189,7 +189,7 @@ def _zone(metadata: Mapping, where: str) -> ZoneInfo:
 def _read(read: Callable[[str], float], text: str, ga_metric: str, where: str) -> float:
     try:
         return float(read(text))
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise SourceError(SOURCE, f"{where}: {ga_metric} value {text!r} is not a number") from None
 
 

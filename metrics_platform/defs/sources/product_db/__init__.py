@@ -4,8 +4,9 @@ from collections.abc import Mapping
 
 import dagster as dg
 
-from metrics_platform.defs.sources.registry import SourceDefinition
+from metrics_platform.defs.sources.registry import SourceDefinition, build_resource
 from metrics_platform.lib.database import PRODUCT_DATABASE_URL_ENV
+from metrics_platform.lib.errors import ConfigurationError
 
 SOURCE = "product_db"
 
@@ -18,7 +19,16 @@ def build_source(section: Mapping, env: Mapping[str, str]) -> SourceDefinition:
     )
     from metrics_platform.defs.sources.product_db.sensors import product_db_late_rows
 
-    tables = [CountedTable(**table) for table in section.get("tables") or []]
+    unknown = sorted(set(section) - {"tables"})
+    if unknown:
+        raise ConfigurationError(f"product_db.{unknown[0]}: unknown setting")
+    entries = section.get("tables") or []
+    if not isinstance(entries, list) or not all(isinstance(e, Mapping) for e in entries):
+        raise ConfigurationError("product_db.tables: expected a list of tables (mappings)")
+    tables = [
+        build_resource(f"product_db.tables[{i}]", CountedTable, **entry)
+        for i, entry in enumerate(entries)
+    ]
     reason = None
     if not tables:
         reason = "no tables listed under `product_db.tables` in the settings file"

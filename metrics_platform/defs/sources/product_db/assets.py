@@ -49,7 +49,7 @@ def product_db_row_counts(
 ):
     """Rows in each configured table of the product database at the end of every UTC hour."""
     start, end = utc_window(context)
-    with source_failures():
+    with source_failures(context):
         counts = product_db.count_rows(start, end, now=datetime.now(timezone.utc))
         frame = normalize_row_counts({table.metric_name: series for table, series in counts})
     metric_store.register_metrics(metric_specs(product_db))

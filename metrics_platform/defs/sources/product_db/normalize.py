@@ -24,7 +24,7 @@ def normalize_row_counts(counts: Mapping[str, Sequence[tuple[datetime, int]]]) -
                 raise SourceError(SOURCE, f"{name}: {rows!r} at {hour} is not a row count")
             hours.append(hour)
             names.append(name)
-            values.append(float(rows))
+            values.append(rows)
     if not names:
         return empty_metric_frame()
     return metric_frame(SOURCE, hours, names, values)

@@ -57,7 +57,7 @@ def build_prometheus_series(retry_policy: dg.RetryPolicy = RETRY_POLICY) -> dg.A
         """Each configured Prometheus query at the end of every UTC hour, one metric per series."""
         start, end = utc_window(context)
         results, rejected = [], 0
-        with source_failures():
+        with source_failures(context):
             for query in prometheus.queries:
                 with naming_query(query.query):
                     answer = prometheus.query_range(query.query, start, end)

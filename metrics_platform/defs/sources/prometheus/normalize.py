@@ -31,6 +31,7 @@ from metrics_platform.lib.metric_rows import (
     check_metric_frame,
     empty_metric_frame,
     metric_frame,
+    sanitize_name_part,
 )
 
 ONE_HOUR = timedelta(hours=1)
@@ -129,7 +130,8 @@ def normalize_matrix(
                 f"a series has no label {missing[0]!r}, which metric {template!r} needs "
                 f"(labels: {reprlib.repr(dict(labels))})",
             )
-        name = template.format_map(labels)
+        # Label values come from the data: made safe for metric names, like GA4 dimension values.
+        name = template.format_map({k: sanitize_name_part(v) for k, v in labels.items()})
         for sample in series["values"]:
             if not isinstance(sample, Sequence) or isinstance(sample, str) or len(sample) != 2:
                 raise SourceError(SOURCE, f"{name}: malformed sample {reprlib.repr(sample)}")
