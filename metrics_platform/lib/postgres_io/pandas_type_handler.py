@@ -3,18 +3,30 @@
 Writing: the frame is checked against its partition window, streamed with `COPY` into a
 temporary table, then moved into the target with one `INSERT ... ON CONFLICT` on the table's
 primary key. A table that does not exist yet is created from the frame's dtypes (and the
-`primary_key` definition metadata, if any).
+`primary_key` definition metadata, if any). The CSV for COPY is generated a block of rows at a
+time while Postgres reads it, so memory stays bounded whatever the frame's size; repeated
+values (metric names, hours, days) are formatted once per block, numbers with Python's shortest
+exact repr. A year of hourly rows for 100 metrics is serialized in well under a second.
 
 Loading: `COPY (SELECT ...) TO STDOUT` of exactly the requested slice, parsed with the column
 types Postgres reports, so an empty slice still comes back with the right columns and dtypes.
+Timestamps and dates travel as integers (microseconds and days since 1970), which parse without
+any string handling.
+
+Row counts: `dagster/partition_row_count` is the rows of the written slice and `rows_written`
+what the upsert wrote, both exact and free. `dagster/row_count`, the whole table, is an exact
+`count(*)` while the table is small (at most `EXACT_ROW_COUNT_LIMIT` rows); above that it is
+Postgres's live-row counter for the table (see `table_row_count`), marked by
+`row_count_estimated`, so that a write never costs a scan of years of history.
 """
 
 from __future__ import annotations
 
 import io
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import dagster as dg
+import numpy as np
 import pandas as pd
 import psycopg2.extensions
 from dagster._core.definitions.partitions.utils import TimeWindow
@@ -31,6 +43,8 @@ from metrics_platform.lib.postgres_io.client import (
 )
 
 PREVIEW_ROWS = 5
+# Above this many rows, `dagster/row_count` is Postgres's live-row counter, not a count(*).
+EXACT_ROW_COUNT_LIMIT = 1_000_000
 
 
 def postgres_type(series: pd.Series) -> str:
@@ -51,16 +65,49 @@ def postgres_type(series: pd.Series) -> str:
     return "text"
 
 
-def _parse_column(values: pd.Series, pg_type: str) -> pd.Series:
-    if pg_type.startswith("timestamp with time zone"):
-        return pd.to_datetime(values, utc=True, format="ISO8601")
+_INTEGER_TYPES = ("integer", "bigint", "smallint")
+_FLOAT_TYPES = ("double precision", "real")
+_NO_TICKS = np.iinfo(np.int64).min  # datetime64's NaT
+# Doubles must read back exactly: pandas 3's CSV parser does by default, pandas 2's on request.
+_EXACT_FLOATS = {"float_precision": "round_trip"} if pd.__version__.startswith("2.") else {}
+
+
+def _select_expression(name: str, pg_type: str) -> sql.Composable:
+    """How a column is read: timestamps as microseconds since 1970 (UTC for `timestamptz`),
+    dates as days since 1970, everything else as Postgres prints it."""
+    column = sql.Identifier(name)
     if pg_type.startswith("timestamp"):
-        return pd.to_datetime(values, format="ISO8601")
+        return sql.SQL("(extract(epoch FROM {0}) * 1000000)::bigint AS {0}").format(column)
     if pg_type == "date":
-        return pd.to_datetime(values, format="%Y-%m-%d").dt.date.astype(object)
-    if pg_type in ("integer", "bigint", "smallint"):
-        return values.astype("int64") if not values.isna().any() else values.astype("Int64")
-    if pg_type in ("double precision", "real") or pg_type.startswith("numeric"):
+        return sql.SQL("({0} - DATE '1970-01-01') AS {0}").format(column)
+    return column
+
+
+def _read_dtype(pg_type: str) -> str:
+    if pg_type.startswith("timestamp") or pg_type == "date" or pg_type in _INTEGER_TYPES:
+        return "Int64"
+    if pg_type in _FLOAT_TYPES or pg_type.startswith("numeric"):
+        return "float64"
+    return "str"
+
+
+def _parse_column(values: pd.Series, pg_type: str) -> pd.Series:
+    if pg_type.startswith("timestamp"):
+        ticks = values.to_numpy(dtype="int64", na_value=_NO_TICKS).view("datetime64[us]")
+        parsed = pd.Series(ticks, index=values.index, name=values.name)
+        if pg_type.startswith("timestamp with time zone"):
+            return parsed.dt.tz_localize("UTC")
+        return parsed
+    if pg_type == "date":
+        # Few distinct days: make each date object once.
+        codes, days = pd.factorize(values, use_na_sentinel=True)
+        dates = pd.to_datetime(np.asarray(days, dtype="int64"), unit="D").date.tolist()
+        return pd.Series(
+            np.array([*dates, pd.NaT], dtype=object)[codes], index=values.index, name=values.name
+        )
+    if pg_type in _INTEGER_TYPES:
+        return values.astype("int64") if not values.isna().any() else values
+    if pg_type in _FLOAT_TYPES or pg_type.startswith("numeric"):
         return values.astype("float64")
     if pg_type == "boolean":
         return values.map({"t": True, "f": False}).astype("boolean")
@@ -68,14 +115,38 @@ def _parse_column(values: pd.Series, pg_type: str) -> pd.Series:
 
 
 def primary_key(cursor, table_slice: TableSlice) -> list[str]:
+    """The primary key's columns, in key order; columns the key only INCLUDEs are not part of it."""
     cursor.execute(
         """SELECT a.attname FROM pg_index i
-           JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
+           CROSS JOIN LATERAL unnest((i.indkey::int2[])[0:i.indnkeyatts - 1])
+                WITH ORDINALITY AS k(attnum, position)
+           JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
            WHERE i.indrelid = to_regclass(%s) AND i.indisprimary
-           ORDER BY array_position(i.indkey, a.attnum)""",
+           ORDER BY k.position""",
         (f'"{table_slice.schema}"."{table_slice.table}"',),
     )
     return [row[0] for row in cursor.fetchall()]
+
+
+def table_row_count(cursor, table_slice: TableSlice) -> tuple[int, bool]:
+    """(rows in the table, whether that is an estimate).
+
+    The estimate is Postgres's own live-row counter (what autovacuum goes by: committed inserts
+    minus deletes) plus this transaction's inserts minus deletes, so it costs nothing and follows
+    every write. While it says the table holds at most `EXACT_ROW_COUNT_LIMIT` rows, the rows are
+    counted exactly instead; a counter that is off (statistics reset) can only make a large
+    table look small, which costs one exact count, never a wrong number for a small table."""
+    cursor.execute(
+        """SELECT pg_stat_get_live_tuples(oid) + pg_stat_get_xact_tuples_inserted(oid)
+                  - pg_stat_get_xact_tuples_deleted(oid)
+           FROM pg_class WHERE oid = to_regclass(%s)""",
+        (f'"{table_slice.schema}"."{table_slice.table}"',),
+    )
+    estimate = int(cursor.fetchone()[0])
+    if estimate > EXACT_ROW_COUNT_LIMIT:
+        return estimate, True
+    cursor.execute(sql.SQL("SELECT count(*) FROM {}").format(table_identifier(table_slice)))
+    return int(cursor.fetchone()[0]), False
 
 
 def check_within_slice(frame: pd.DataFrame, table_slice: TableSlice) -> None:
@@ -105,11 +176,114 @@ def check_within_slice(frame: pd.DataFrame, table_slice: TableSlice) -> None:
             )
 
 
-def _copy_csv(frame: pd.DataFrame) -> io.StringIO:
-    buffer = io.StringIO()
-    frame.to_csv(buffer, index=False, header=False)
-    buffer.seek(0)
-    return buffer
+# Rows serialized per block of COPY text: a few MB of text at a time, whatever the frame's size.
+COPY_BLOCK_ROWS = 100_000
+# Characters handed to the server per read of the COPY stream.
+COPY_READ_SIZE = 1 << 20
+_CSV_SPECIAL = frozenset(',"\n\r')
+
+
+def _csv_text(value: str) -> str:
+    """A CSV field for a string: quoted when COPY would misread it (an empty string unquoted
+    would be NULL)."""
+    if value == "" or not _CSV_SPECIAL.isdisjoint(value):
+        return '"' + value.replace('"', '""') + '"'
+    return value
+
+
+def _timestamp_texts(values: np.ndarray, suffix: str) -> list[str]:
+    """ISO 8601 texts of datetime64 values, as precise as the values need."""
+    unit, _ = np.datetime_data(values.dtype)
+    ticks = values.view("int64")
+    per_second = {"s": 1, "ms": 1000, "us": 1_000_000, "ns": 1_000_000_000}.get(unit)
+    if per_second and not (ticks % per_second).any():
+        unit = "s"
+    elif unit == "ns" and not (ticks % 1000).any():
+        unit = "us"
+    return [text + suffix for text in np.datetime_as_string(values, unit=unit).tolist()]
+
+
+def _distinct_texts(uniques) -> list[str]:
+    """COPY texts of a column's distinct values (never NA: factorize sets those apart)."""
+    if isinstance(uniques, pd.DatetimeIndex):
+        if uniques.tz is not None:
+            return _timestamp_texts(uniques.tz_convert("UTC").tz_localize(None).to_numpy(), "Z")
+        return _timestamp_texts(uniques.to_numpy(), "")
+    values = uniques.tolist() if hasattr(uniques, "tolist") else list(uniques)
+    if pd.api.types.is_bool_dtype(uniques.dtype):
+        return ["true" if value else "false" for value in values]
+    if pd.api.types.is_integer_dtype(uniques.dtype):
+        return [str(int(value)) for value in values]
+    return [_csv_text(value if isinstance(value, str) else str(value)) for value in values]
+
+
+def _column_texts(series: pd.Series) -> list[str]:
+    """The column as CSV fields: NULL (an empty field) for missing values."""
+    if pd.api.types.is_float_dtype(series.dtype) and not isinstance(
+        series.dtype, pd.api.extensions.ExtensionDtype
+    ):
+        # Every value on its own: the shortest text that reads back as the same double
+        # (factorizing would merge 0.0 and -0.0).
+        values = series.to_numpy()
+        texts = list(map(float.__repr__, values.tolist()))
+        missing = np.isnan(values)
+        if missing.any():
+            for index in np.flatnonzero(missing).tolist():
+                texts[index] = ""
+        return texts
+    # Metric names, hours and days repeat: format each distinct value once, then gather.
+    codes, uniques = pd.factorize(series, use_na_sentinel=True)
+    if isinstance(series.dtype, pd.DatetimeTZDtype) and not isinstance(uniques, pd.DatetimeIndex):
+        uniques = pd.DatetimeIndex(uniques)
+    texts = np.array([*_distinct_texts(uniques), ""], dtype=object)  # code -1 (NA) -> NULL
+    return texts[codes].tolist()
+
+
+def _csv_blocks(frame: pd.DataFrame) -> Iterator[str]:
+    for start in range(0, len(frame), COPY_BLOCK_ROWS):
+        block = frame.iloc[start : start + COPY_BLOCK_ROWS]
+        try:
+            columns = [_column_texts(block[name]) for name in block.columns]
+        except (TypeError, ValueError):
+            # Values the fast path does not know how to hash or format: pandas' own CSV writer.
+            yield block.to_csv(index=False, header=False)
+            continue
+        yield "\n".join(map(",".join, zip(*columns))) + "\n"
+
+
+class CsvStream(io.TextIOBase):
+    """The frame as CSV for `COPY ... FROM STDIN`, generated a block of rows at a time as the
+    server reads it. `getvalue()` returns the whole text at once, like `io.StringIO`'s."""
+
+    def __init__(self, frame: pd.DataFrame):
+        self._frame = frame
+        self._blocks = _csv_blocks(frame)
+        self._block = ""
+        self._position = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int | None = -1) -> str:
+        if size is None or size < 0:
+            rest = [self._block[self._position :], *self._blocks]
+            self._block, self._position = "", 0
+            return "".join(rest)
+        while self._position >= len(self._block):
+            block = next(self._blocks, None)
+            if block is None:
+                return ""
+            self._block, self._position = block, 0
+        out = self._block[self._position : self._position + size]
+        self._position += len(out)
+        return out
+
+    def getvalue(self) -> str:
+        return "".join(_csv_blocks(self._frame))
+
+
+def _copy_csv(frame: pd.DataFrame) -> CsvStream:
+    return CsvStream(frame)
 
 
 def _create_table(cursor, table_slice: TableSlice, frame: pd.DataFrame, key: Sequence[str]):
@@ -181,15 +355,15 @@ class PostgresPandasTypeHandler(DbTypeHandler[pd.DataFrame]):
                     .format(columns)
                     .as_string(cur),
                     _copy_csv(frame),
+                    size=COPY_READ_SIZE,
                 )
                 insert = sql.SQL(
                     "INSERT INTO {target} ({columns}) SELECT {columns} FROM metrics_platform_stage"
                 ).format(target=target, columns=columns)
                 if key and set(key) <= set(frame.columns):
+                    key_columns = sql.SQL(", ").join(map(sql.Identifier, key))
                     updates = [name for name in frame.columns if name not in key]
-                    conflict = sql.SQL(" ON CONFLICT ({}) ").format(
-                        sql.SQL(", ").join(map(sql.Identifier, key))
-                    )
+                    conflict = sql.SQL(" ON CONFLICT ({}) ").format(key_columns)
                     if updates:
                         action = sql.SQL("DO UPDATE SET ") + sql.SQL(", ").join(
                             sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(name))
@@ -202,11 +376,10 @@ class PostgresPandasTypeHandler(DbTypeHandler[pd.DataFrame]):
                 written = cur.rowcount
                 cur.execute("DROP TABLE metrics_platform_stage")
 
-            cur.execute(sql.SQL("SELECT count(*) FROM {}").format(target))
-            table_rows = cur.fetchone()[0]
+            table_rows, estimated = table_row_count(cur, table_slice)
 
         result: dict[str, dg.RawMetadataValue] = {
-            "dagster/row_count": dg.MetadataValue.int(int(table_rows)),
+            "dagster/row_count": dg.MetadataValue.int(table_rows),
             "rows_written": dg.MetadataValue.int(int(written)),
             "dagster/column_schema": dg.TableSchema(
                 columns=[
@@ -216,6 +389,8 @@ class PostgresPandasTypeHandler(DbTypeHandler[pd.DataFrame]):
             ),
             "preview": dg.MetadataValue.md(_markdown_preview(frame)),
         }
+        if estimated:
+            result["row_count_estimated"] = dg.MetadataValue.bool(True)
         if table_slice.partition_dimensions:
             result["dagster/partition_row_count"] = dg.MetadataValue.int(len(frame))
         return result
@@ -238,7 +413,7 @@ class PostgresPandasTypeHandler(DbTypeHandler[pd.DataFrame]):
                 )
             condition, params = slice_condition(table_slice.partition_dimensions, types)
             query = sql.SQL("SELECT {columns} FROM {table} WHERE {condition}").format(
-                columns=sql.SQL(", ").join(map(sql.Identifier, names)),
+                columns=sql.SQL(", ").join(_select_expression(name, types[name]) for name in names),
                 table=table_identifier(table_slice),
                 condition=condition,
             )
@@ -247,5 +422,11 @@ class PostgresPandasTypeHandler(DbTypeHandler[pd.DataFrame]):
             buffer = io.StringIO()
             cur.copy_expert(f"COPY ({select}) TO STDOUT WITH (FORMAT csv, HEADER)", buffer)
         buffer.seek(0)
-        raw = pd.read_csv(buffer, dtype=str, keep_default_na=False, na_values=[""])
+        raw = pd.read_csv(
+            buffer,
+            dtype={name: _read_dtype(types[name]) for name in names},
+            keep_default_na=False,
+            na_values=[""],
+            **_EXACT_FLOATS,
+        )
         return pd.DataFrame({name: _parse_column(raw[name], types[name]) for name in names})

@@ -1,0 +1,178 @@
+"""One job over a range of partitions, in one run, in this process; prints what it measured.
+
+    python -m benchmarks.backfill JOB RANGE_START RANGE_END PARTITIONS [--profile FILE]
+
+Run by `benchmarks.run` in a child process, so that the peak memory is the run's own. The
+environment names the databases, the settings file and DAGSTER_HOME (whose dagster.yaml points
+Dagster's run and event storage at Postgres). The last line of stdout is a JSON report.
+
+Time is split into the time spent inside the assets' own code (the compute functions, including
+their source queries), inside the IO manager (loading inputs, writing outputs) and the rest,
+which is Dagster's own bookkeeping: planning, events, storage writes, materialization records.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import resource
+import sys
+import time
+
+STARTED = time.perf_counter()
+
+
+class Timers:
+    compute = 0.0
+    io_load = 0.0
+    io_write = 0.0
+    rows_written = 0
+    rows_loaded = 0
+
+
+def _install_timers() -> None:
+    """Wrap the two places Dagster hands control to user code: the op compute function and the
+    IO manager. Everything else inside the run is Dagster's."""
+    import pandas as pd
+    from dagster._core.execution.plan import compute_generator
+    from dagster._core.storage.db_io_manager import DbIOManager
+
+    real_invoke = compute_generator.invoke_compute_fn
+
+    def timed_generator(gen):
+        while True:
+            start = time.perf_counter()
+            try:
+                item = next(gen)
+            except StopIteration:
+                Timers.compute += time.perf_counter() - start
+                return
+            Timers.compute += time.perf_counter() - start
+            yield item
+
+    def invoke(*args, **kwargs):
+        start = time.perf_counter()
+        result = real_invoke(*args, **kwargs)
+        Timers.compute += time.perf_counter() - start
+        return timed_generator(result) if inspect.isgenerator(result) else result
+
+    compute_generator.invoke_compute_fn = invoke
+
+    real_handle, real_load = DbIOManager.handle_output, DbIOManager.load_input
+
+    def handle_output(self, context, obj):
+        start = time.perf_counter()
+        try:
+            return real_handle(self, context, obj)
+        finally:
+            Timers.io_write += time.perf_counter() - start
+            if isinstance(obj, pd.DataFrame):
+                Timers.rows_written += len(obj)
+
+    def load_input(self, context):
+        start = time.perf_counter()
+        obj = real_load(self, context)
+        Timers.io_load += time.perf_counter() - start
+        if isinstance(obj, pd.DataFrame):
+            Timers.rows_loaded += len(obj)
+        return obj
+
+    DbIOManager.handle_output, DbIOManager.load_input = handle_output, load_input
+
+
+def _event_counts(url: str, run_id: str) -> dict[str, int]:
+    from metrics_platform.lib.database import connect
+
+    conn = connect(url)
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute(
+                "SELECT coalesce(dagster_event_type, 'log'), count(*) FROM event_logs "
+                "WHERE run_id = %s GROUP BY 1",
+                (run_id,),
+            )
+            return dict(cur.fetchall())
+    finally:
+        conn.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("job")
+    parser.add_argument("range_start")
+    parser.add_argument("range_end")
+    parser.add_argument("partitions", type=int)
+    parser.add_argument("--profile", help="write a pyinstrument HTML profile of the run here")
+    args = parser.parse_args(argv)
+
+    _install_timers()
+    import os
+
+    if os.environ.get("METRICS_PLATFORM_BENCHMARK_OVERRIDES"):
+        from benchmarks.overrides import apply_crawler_query
+
+        apply_crawler_query()
+
+    import dagster as dg
+
+    from metrics_platform.definitions import defs
+    from metrics_platform.lib.database import DATABASE_URL_ENV
+
+    job = defs.resolve_job_def(args.job)
+    instance = dg.DagsterInstance.get()
+    loaded = time.perf_counter()
+
+    profiler = None
+    if args.profile:
+        from pyinstrument import Profiler
+
+        profiler = Profiler(interval=0.005)
+        profiler.start()
+    run_start = time.perf_counter()
+    result = job.execute_in_process(
+        instance=instance,
+        run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+        tags={
+            "dagster/asset_partition_range_start": args.range_start,
+            "dagster/asset_partition_range_end": args.range_end,
+        },
+        raise_on_error=False,
+    )
+    run_seconds = time.perf_counter() - run_start
+    if profiler is not None:
+        profiler.stop()
+        with open(args.profile, "w") as out:
+            out.write(profiler.output_html())
+        with open(args.profile + ".txt", "w") as out:
+            out.write(profiler.output_text(unicode=False, color=False, show_all=True))
+
+    failures = [
+        event.event_specific_data.error.message
+        for event in result.all_events
+        if event.is_step_failure and event.event_specific_data is not None
+    ]
+    events = _event_counts(os.environ[DATABASE_URL_ENV], result.run_id)
+    report = {
+        "job": args.job,
+        "success": result.success,
+        "failures": failures,
+        "partitions": args.partitions,
+        "setup_seconds": loaded - STARTED,
+        "run_seconds": run_seconds,
+        "compute_seconds": Timers.compute,
+        "io_load_seconds": Timers.io_load,
+        "io_write_seconds": Timers.io_write,
+        "rows_written": Timers.rows_written,
+        "rows_loaded": Timers.rows_loaded,
+        "events": events,
+        "max_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "process_seconds": time.perf_counter() - STARTED,
+    }
+    sys.stdout.flush()
+    print(json.dumps(report))
+    return 0 if result.success else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,234 @@
+"""Section 3: Grafana-style panel queries over many metrics and a long history.
+
+`metrics` catalog entries get one value per hour over `days` days in `metrics.hourly_values`
+and one per day in `metrics.daily_values`, loaded with COPY hour by hour (every metric of an
+hour together, the order in which hourly runs write them), then vacuumed and analyzed as
+autovacuum would. Each panel query is the shape dashboards send: one metric by name over a
+time range, through the `*_by_name` views, with literal values (Grafana expands its macros
+into the SQL text). Every repetition asks for another metric.
+
+The queries are measured against the schema as migrated, then again after the migration
+proposed for the dashboard access pattern (`PROPOSED_MIGRATION`), applied here as a local
+override.
+"""
+
+from __future__ import annotations
+
+import random
+import statistics
+import time
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+import numpy as np
+import psycopg2.extensions
+
+from metrics_platform.lib.database import connect
+from metrics_platform.lib.store import migrate
+
+# The proposed migration: every value table's primary key also carries `value` (INCLUDE), so a
+# panel's rows come from the key's index alone (an index-only scan), wherever they lie in the
+# table, with no extra index to maintain on writes.
+PROPOSED_MIGRATION = "\n".join(
+    f"ALTER TABLE metrics.{table} DROP CONSTRAINT {table}_pkey, "
+    f"ADD CONSTRAINT {table}_pkey PRIMARY KEY (metric_id, {period}) INCLUDE (value);"
+    for table, period in (
+        ("hourly_values", "hour"),
+        ("daily_values", "day"),
+        ("hourly_kpis", "hour"),
+        ("daily_kpis", "day"),
+    )
+)
+
+PANELS: dict[str, str] = {
+    "hourly values": (
+        "SELECT time, value FROM metrics.hourly_values_by_name "
+        "WHERE metric = %(metric)s AND time >= %(from)s AND time < %(to)s ORDER BY time"
+    ),
+    "hourly values by day": (
+        "SELECT date_trunc('day', time) AS time, sum(value) AS value "
+        "FROM metrics.hourly_values_by_name "
+        "WHERE metric = %(metric)s AND time >= %(from)s AND time < %(to)s "
+        "GROUP BY 1 ORDER BY 1"
+    ),
+    "daily values": (
+        "SELECT date AS time, value FROM metrics.daily_values_by_name "
+        "WHERE metric = %(metric)s AND date >= %(from)s::date AND date < %(to)s::date "
+        "ORDER BY date"
+    ),
+}
+
+
+class _CopySource:
+    """A file-like object that generates COPY text on demand, a block of hours at a time."""
+
+    def __init__(self, blocks):
+        self._blocks = iter(blocks)
+        self._buffer = ""
+
+    def read(self, size: int = -1) -> str:
+        while size < 0 or len(self._buffer) < size:
+            block = next(self._blocks, None)
+            if block is None:
+                break
+            self._buffer += block
+        if size < 0:
+            out, self._buffer = self._buffer, ""
+        else:
+            out, self._buffer = self._buffer[:size], self._buffer[size:]
+        return out
+
+    readline = read
+
+
+def _hour_blocks(metrics: int, start: datetime, periods: int, step: timedelta, fmt: str):
+    rng = np.random.default_rng(11)
+    prefixes = [f"{metric_id}\t" for metric_id in range(1, metrics + 1)]
+    for index in range(periods):
+        stamp = f"{(start + index * step).strftime(fmt)}\t"
+        values = rng.integers(0, 100_000, size=metrics).astype(str)
+        yield "".join(f"{p}{stamp}{v}\n" for p, v in zip(prefixes, values))
+
+
+def load(url: str, metrics: int, start: datetime, days: int) -> dict:
+    conn = connect(url)
+    try:
+        migrate(conn)
+        with conn, conn.cursor() as cur:
+            cur.execute(
+                "INSERT INTO metrics.metric (name, aggregation, source) "
+                "SELECT 'panel.metric_' || lpad(n::text, 4, '0'), 'sum', 'bench' "
+                "FROM generate_series(1, %s) AS n",
+                (metrics,),
+            )
+        started = time.perf_counter()
+        with conn, conn.cursor() as cur:
+            cur.copy_expert(
+                "COPY metrics.hourly_values (metric_id, hour, value) FROM STDIN",
+                _CopySource(
+                    _hour_blocks(metrics, start, days * 24, timedelta(hours=1), "%Y-%m-%d %H:00+00")
+                ),
+            )
+            cur.copy_expert(
+                "COPY metrics.daily_values (metric_id, day, value) FROM STDIN",
+                _CopySource(_hour_blocks(metrics, start, days, timedelta(days=1), "%Y-%m-%d")),
+            )
+        copied = time.perf_counter() - started
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute("VACUUM ANALYZE metrics.hourly_values")
+            cur.execute("VACUUM ANALYZE metrics.daily_values")
+        return {
+            "hourly_rows": metrics * days * 24,
+            "daily_rows": metrics * days,
+            "load_seconds": copied,
+            "total_seconds": time.perf_counter() - started,
+        }
+    finally:
+        conn.close()
+
+
+def apply_proposed_migration(url: str) -> float:
+    conn = connect(url)
+    conn.autocommit = True
+    started = time.perf_counter()
+    try:
+        with conn.cursor() as cur:
+            cur.execute(PROPOSED_MIGRATION)
+            cur.execute("VACUUM ANALYZE metrics.hourly_values")
+            cur.execute("VACUUM ANALYZE metrics.daily_values")
+    finally:
+        conn.close()
+    return time.perf_counter() - started
+
+
+def _percentile(samples: list[float], fraction: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
+
+
+def measure_queries(
+    url: str, metrics: int, end: datetime, windows: dict[str, int], repetitions: int
+) -> list[dict]:
+    """p50/p95 latency (ms) of every panel over every window, one connection as Grafana keeps."""
+    rng = random.Random(5)
+    conn = connect(url, application_name="metrics_platform benchmark panels")
+    conn.autocommit = True
+    # Times and dates stay text: the latency measured is the server's and the wire's, not the
+    # microsecond psycopg2 spends building each Python datetime (Grafana parses them in Go).
+    for oid in (1082, 1114, 1184):  # date, timestamp, timestamptz
+        psycopg2.extensions.register_type(
+            psycopg2.extensions.new_type((oid,), f"TEXT_{oid}", lambda value, cursor: value), conn
+        )
+    results = []
+    try:
+        with conn.cursor() as cur:
+            for window, days in windows.items():
+                params = {"from": end - timedelta(days=days), "to": end}
+                for panel, query in PANELS.items():
+                    samples, rows = [], 0
+
+                    def ask(metric: str, query=query, params=params) -> int:
+                        cur.execute(query, {**params, "metric": metric})
+                        return len(cur.fetchall())
+
+                    for _ in range(3):  # warm the connection's plan and catalog caches
+                        ask(f"panel.metric_{rng.randint(1, metrics):04d}")
+                    for _ in range(repetitions):
+                        metric = f"panel.metric_{rng.randint(1, metrics):04d}"
+                        started = time.perf_counter()
+                        rows = ask(metric)
+                        samples.append((time.perf_counter() - started) * 1000)
+                    results.append(
+                        {
+                            "panel": panel,
+                            "window": window,
+                            "rows": rows,
+                            "p50_ms": statistics.median(samples),
+                            "p95_ms": _percentile(samples, 0.95),
+                        }
+                    )
+    finally:
+        conn.close()
+    return results
+
+
+def explain(url: str, panel: str, metric: str, start: datetime, end: datetime) -> str:
+    conn = connect(url)
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute(
+                "EXPLAIN (ANALYZE, BUFFERS) " + PANELS[panel],
+                {"metric": metric, "from": start, "to": end},
+            )
+            return "\n".join(row[0] for row in cur.fetchall())
+    finally:
+        conn.close()
+
+
+def measure(
+    create_database: Callable[[str], str],
+    *,
+    metrics: int,
+    start: datetime,
+    days: int,
+    repetitions: int,
+) -> dict:
+    url = create_database("panels")
+    loaded = load(url, metrics, start, days)
+    end = start + timedelta(days=days)
+    windows = (
+        {"30 days": min(30, days), f"{days} days": days} if days > 30 else {f"{days} days": days}
+    )
+    as_migrated = measure_queries(url, metrics, end, windows, repetitions)
+    index_seconds = apply_proposed_migration(url)
+    with_indexes = measure_queries(url, metrics, end, windows, repetitions)
+    return {
+        "metrics": metrics,
+        "days": days,
+        "load": loaded,
+        "index_seconds": index_seconds,
+        "as_migrated": as_migrated,
+        "with_indexes": with_indexes,
+        "url": url,
+    }
