@@ -36,6 +36,7 @@ from metrics_platform.lib.embedded_postgres import free_port
 
 try:
     from playwright.sync_api import Browser, Page, expect, sync_playwright
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
 except ImportError:  # checked below: a skip locally, a failure in CI
     sync_playwright = None
 
@@ -261,9 +262,18 @@ def svg_box(locator) -> tuple[float, float, float, float]:
 
 
 def choose_graph_setting(page: Page, item: str) -> None:
-    """Pick one entry of the graph's settings (gear) menu."""
-    page.get_by_role("button", name="settings", exact=True).click()  # the gear (icon only)
-    page.get_by_role("menuitem", name=re.compile(item)).click()
+    """Pick one entry of the graph's settings (gear) menu.
+
+    The graph re-lays itself out after a setting changes, and the open menu can be re-rendered
+    under the pointer: a click that never lands is retried with a freshly opened menu."""
+    for _ in range(4):
+        try:
+            page.get_by_role("button", name="settings", exact=True).click()  # the gear (icon only)
+            page.get_by_role("menuitem", name=re.compile(item)).click(timeout=15_000)
+            return
+        except PlaywrightTimeout:
+            page.keyboard.press("Escape")
+    raise AssertionError(f"could not choose {item!r} in the graph settings menu")
 
 
 def test_lineage_shows_every_asset_in_its_group(page, platform):
