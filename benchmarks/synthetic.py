@@ -17,7 +17,7 @@ import pandas as pd
 import yaml
 
 from metrics_platform.lib.database import connect
-from metrics_platform.lib.demo_data import DEMO_SCHEMA_SQL
+from metrics_platform.lib.demo_data import CRAWLER_ROWS_SQL, DEMO_SCHEMA_SQL
 
 CRAWLER_METRICS = 3
 METRICS_PER_EVENT_TYPE = 5  # count, errors, p50, p90, p99
@@ -98,23 +98,6 @@ FROM generate_series(1, %(rows)s);
 CREATE INDEX ON {name} (created_at);
 """
 
-_CRAWLERS_SQL = """
-INSERT INTO spiders (name, created_at)
-SELECT 'spider-' || n, %(start)s::timestamptz + (n - 1) * (%(end)s::timestamptz - %(start)s::timestamptz) / 16
-FROM generate_series(1, 12) AS n;
-INSERT INTO spider_status (spider_id, stage, changed_at)
-SELECT id,
-       CASE WHEN r < 0.33 THEN NULL WHEN r < 0.6 THEN 'crawl' WHEN r < 0.85 THEN 'parse' ELSE 'export' END,
-       slot + random() * interval '20 minutes'
-FROM (
-    SELECT s.id, slot, random() AS r
-    FROM spiders s,
-         generate_series(s.created_at, %(end)s::timestamptz - interval '20 minutes',
-                         interval '20 minutes') AS slot
-) AS draws
-WHERE random() < 0.4;
-"""
-
 # Every type has at least one event in every hour, busier in the afternoon; durations are
 # exponential around a mean per type; 2% of events fail.
 _EVENTS_SQL = """
@@ -149,7 +132,7 @@ def seed_product_database(url: str, shape: Shape, start: datetime, end: datetime
                     _TABLE_SQL.format(name=name),
                     {"start": history, "end": end, "rows": 2000 * index},
                 )
-            cur.execute(_CRAWLERS_SQL, {"start": history, "end": end})
+            cur.execute(CRAWLER_ROWS_SQL, {"start": history, "now": end})  # the demo's crawlers
             types = shape.type_names
             cur.execute(
                 _EVENTS_SQL,

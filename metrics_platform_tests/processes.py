@@ -1,4 +1,5 @@
-"""Real Dagster processes for end-to-end tests: the daemon on a temporary instance."""
+"""Real processes for end-to-end tests: the Dagster daemon on a temporary instance, and
+`metrics-platform demo` on a fresh project folder."""
 
 import os
 import shutil
@@ -6,12 +7,19 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+
+import requests
+
+from metrics_platform.lib.embedded_postgres import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
+CLI = [sys.executable, "-m", "metrics_platform.cli"]
 
 
 def instance_home(prefix: str) -> Path:
@@ -49,3 +57,82 @@ def dagster_daemon(home: Path, env: dict[str, str]) -> Iterator[subprocess.Popen
 def daemon_log(home: Path) -> str:
     path = home / "daemon.log"
     return path.read_text()[-4000:] if path.exists() else ""
+
+
+@contextmanager
+def project_home(prefix: str) -> Iterator[dict[str, str]]:
+    """The environment of the CLI on an empty project state folder (`METRICS_PLATFORM_HOME`),
+    with no database or Dagster home configured and the embedded Postgres on a free port; the
+    embedded server stopped (`metrics-platform db stop`) and the folder removed afterwards."""
+    home = Path(tempfile.mkdtemp(prefix=prefix))
+    home.chmod(0o755)  # the embedded server may run as the `postgres` user
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("METRICS_PLATFORM_") and k != "DAGSTER_HOME"
+    }
+    env.update(
+        {"METRICS_PLATFORM_HOME": str(home), "METRICS_PLATFORM_EMBEDDED_PORT": str(free_port())}
+    )
+    try:
+        yield env
+    finally:
+        subprocess.run([*CLI, "db", "stop"], env=env, cwd=REPO, capture_output=True, timeout=120)
+        shutil.rmtree(home, ignore_errors=True)
+
+
+@dataclass
+class Demo:
+    """`metrics-platform demo` running: its process, in a session of its own (its process group
+    can be killed as a whole), the file of its output and the URL of its Dagster UI."""
+
+    url: str
+    process: subprocess.Popen
+    log: Path
+
+    def log_tail(self, lines: int = 60) -> str:
+        text = self.log.read_text(errors="replace") if self.log.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def graphql(self, query: str, variables: dict | None = None) -> dict:
+        response = requests.post(
+            f"{self.url}/graphql", json={"query": query, "variables": variables or {}}, timeout=60
+        )
+        response.raise_for_status()
+        body = response.json()
+        assert not body.get("errors"), f"GraphQL errors: {body['errors']}"
+        return body["data"]
+
+    def wait_for_webserver(self, deadline: float) -> None:
+        """Wait until the webserver answers; fail if the demo exits first or at `deadline` (a
+        `time.monotonic()` time)."""
+        while True:
+            assert self.process.poll() is None, (
+                f"`metrics-platform demo` exited with {self.process.returncode}:\n"
+                + self.log_tail()
+            )
+            assert time.monotonic() < deadline, (
+                "the Dagster UI did not come up in time:\n" + self.log_tail()
+            )
+            try:
+                if requests.get(f"{self.url}/server_info", timeout=5).ok:
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(1)
+
+
+def start_demo(env: dict[str, str], log: Path) -> Demo:
+    """`metrics-platform demo` with the environment `env`, its UI on a free port, its output
+    (stderr too) written to `log`."""
+    port = free_port()
+    with open(log, "w") as output:
+        process = subprocess.Popen(
+            [*CLI, "demo", "--port", str(port)],
+            env=env,
+            cwd=REPO,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    return Demo(url=f"http://127.0.0.1:{port}", process=process, log=log)

@@ -3,41 +3,21 @@ hourly and daily values, and the Dagster UI, all from `metrics-platform demo`.""
 
 import os
 import re
-import shutil
 import signal
 import subprocess
-import sys
-import tempfile
 import time
 from pathlib import Path
 
 import pytest
-import requests
 
-from metrics_platform.lib.embedded_postgres import free_port
-
-REPO = Path(__file__).resolve().parent.parent
-CLI = [sys.executable, "-m", "metrics_platform.cli"]
+from metrics_platform_tests.processes import CLI, REPO, project_home, start_demo
 
 
 @pytest.fixture
 def fresh_home():
     """An empty project state folder, with no database or Dagster home configured."""
-    home = Path(tempfile.mkdtemp(prefix="metrics_platform_home_"))
-    home.chmod(0o755)  # the embedded server may run as the `postgres` user
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("METRICS_PLATFORM_") and k != "DAGSTER_HOME"
-    }
-    env.update(
-        {"METRICS_PLATFORM_HOME": str(home), "METRICS_PLATFORM_EMBEDDED_PORT": str(free_port())}
-    )
-    try:
+    with project_home("metrics_platform_home_") as env:
         yield env
-    finally:
-        subprocess.run([*CLI, "db", "stop"], env=env, cwd=REPO, capture_output=True)
-        shutil.rmtree(home, ignore_errors=True)
 
 
 def test_demo_loads_two_days_of_real_numbers_and_is_idempotent(fresh_home):
@@ -104,44 +84,22 @@ def test_demo_loads_two_days_of_real_numbers_and_is_idempotent(fresh_home):
     assert counts["metrics/hourly_values"][1] > 3 * hours_in_range
 
 
-def test_demo_serves_the_dagster_ui_and_stops_everything_on_sigterm(fresh_home):
-    port = free_port()
-    demo = subprocess.Popen(
-        [*CLI, "demo", "--port", str(port)],
-        env=fresh_home,
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
+def test_demo_serves_the_dagster_ui_and_stops_everything_on_sigterm(fresh_home, tmp_path):
+    demo = start_demo(fresh_home, tmp_path / "demo.log")
     try:
-        deadline = time.monotonic() + 240
-        while True:
-            assert demo.poll() is None, demo.stdout.read()
-            assert time.monotonic() < deadline, "the Dagster UI did not come up"
-            try:
-                if requests.get(f"http://127.0.0.1:{port}/server_info", timeout=2).ok:
-                    break
-            except requests.ConnectionError:
-                pass
-            time.sleep(1)
-        graphql = requests.post(
-            f"http://127.0.0.1:{port}/graphql",
-            json={"query": "{ assetNodes { assetKey { path } } }"},
-            timeout=30,
-        ).json()
-        keys = {"/".join(n["assetKey"]["path"]) for n in graphql["data"]["assetNodes"]}
+        demo.wait_for_webserver(deadline=time.monotonic() + 240)
+        nodes = demo.graphql("{ assetNodes { assetKey { path } } }")["assetNodes"]
+        keys = {"/".join(n["assetKey"]["path"]) for n in nodes}
         assert {
             "raw/product_db_row_counts",
             "metrics/hourly_values",
             "metrics/daily_values",
         } <= keys
-        demo.send_signal(signal.SIGTERM)
-        output, _ = demo.communicate(timeout=120)
+        demo.process.send_signal(signal.SIGTERM)
+        demo.process.wait(timeout=120)
     finally:
-        if demo.poll() is None:
-            os.killpg(demo.pid, signal.SIGKILL)
-    assert "embedded Postgres stopped" in output
+        if demo.process.poll() is None:
+            os.killpg(demo.process.pid, signal.SIGKILL)
+    assert "embedded Postgres stopped" in demo.log.read_text()
     pg_data = Path(fresh_home["METRICS_PLATFORM_HOME"]) / "postgres"
     assert not (pg_data / "postmaster.pid").exists()

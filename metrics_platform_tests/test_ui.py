@@ -18,21 +18,16 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import shutil
 import signal
 import subprocess
-import sys
-import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
-import requests
 
-from metrics_platform.lib.embedded_postgres import free_port
+from metrics_platform_tests.processes import REPO, Demo, project_home, start_demo
 
 try:
     from playwright.sync_api import Browser, Page, expect, sync_playwright
@@ -40,8 +35,6 @@ try:
 except ImportError:  # checked below: a skip locally, a failure in CI
     sync_playwright = None
 
-REPO = Path(__file__).resolve().parent.parent
-CLI = [sys.executable, "-m", "metrics_platform.cli"]
 ARTIFACTS = REPO / "test-artifacts" / "ui"
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -94,43 +87,10 @@ pytestmark = pytest.mark.timeout(STARTUP_TIMEOUT + RUN_TIMEOUT + 300)
 # --- the platform, started like a user does ------------------------------------------------
 
 
-@dataclass
-class Platform:
-    url: str
-    process: subprocess.Popen
-    log: Path
-
-    def log_tail(self, lines: int = 60) -> str:
-        text = self.log.read_text(errors="replace") if self.log.exists() else ""
-        return "\n".join(text.splitlines()[-lines:])
-
-    def graphql(self, query: str, variables: dict | None = None) -> dict:
-        response = requests.post(
-            f"{self.url}/graphql", json={"query": query, "variables": variables or {}}, timeout=60
-        )
-        response.raise_for_status()
-        body = response.json()
-        assert not body.get("errors"), f"GraphQL errors: {body['errors']}"
-        return body["data"]
-
-
-def wait_until_serving(platform: Platform) -> None:
+def wait_until_serving(platform: Demo) -> None:
     """Wait for the webserver, then for the code location to load."""
     deadline = time.monotonic() + STARTUP_TIMEOUT
-    while True:
-        assert platform.process.poll() is None, (
-            f"`metrics-platform demo` exited with {platform.process.returncode}:\n"
-            + platform.log_tail()
-        )
-        assert time.monotonic() < deadline, (
-            f"the Dagster UI did not come up within {STARTUP_TIMEOUT}s:\n" + platform.log_tail()
-        )
-        try:
-            if requests.get(f"{platform.url}/server_info", timeout=5).ok:
-                break
-        except requests.RequestException:
-            pass
-        time.sleep(1)
+    platform.wait_for_webserver(deadline)
     query = """{ workspaceOrError { ... on Workspace { locationEntries {
         name loadStatus
         locationOrLoadError { __typename ... on PythonError { message } } } } } }"""
@@ -147,42 +107,20 @@ def wait_until_serving(platform: Platform) -> None:
 
 
 @pytest.fixture(scope="module")
-def platform() -> Iterator[Platform]:
+def platform() -> Iterator[Demo]:
     """`metrics-platform demo` on a fresh project folder, its embedded Postgres on a free port."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     for stale in ARTIFACTS.glob("*.png"):
         stale.unlink()
-    home = Path(tempfile.mkdtemp(prefix="metrics_platform_ui_"))
-    home.chmod(0o755)  # the embedded server may run as the `postgres` user
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("METRICS_PLATFORM_") and k != "DAGSTER_HOME"
-    }
-    env.update(
-        {"METRICS_PLATFORM_HOME": str(home), "METRICS_PLATFORM_EMBEDDED_PORT": str(free_port())}
-    )
-    port = free_port()
-    log = ARTIFACTS / "demo.log"
-    with open(log, "w") as output:
-        process = subprocess.Popen(
-            [*CLI, "demo", "--port", str(port)],
-            env=env,
-            cwd=REPO,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    running = Platform(url=f"http://127.0.0.1:{port}", process=process, log=log)
-    try:
-        wait_until_serving(running)
-        # The community pop-up ("NUX") would cover the pages.
-        assert running.graphql("mutation { setNuxSeen }")["setNuxSeen"] is True
-        yield running
-    finally:
-        stop(process)
-        subprocess.run([*CLI, "db", "stop"], env=env, cwd=REPO, capture_output=True, timeout=120)
-        shutil.rmtree(home, ignore_errors=True)
+    with project_home("metrics_platform_ui_") as env:
+        running = start_demo(env, ARTIFACTS / "demo.log")
+        try:
+            wait_until_serving(running)
+            # The community pop-up ("NUX") would cover the pages.
+            assert running.graphql("mutation { setNuxSeen }")["setNuxSeen"] is True
+            yield running
+        finally:
+            stop(running.process)
 
 
 def stop(process: subprocess.Popen) -> None:
@@ -218,7 +156,7 @@ def browser() -> Iterator[Browser]:
 
 
 @pytest.fixture
-def page(browser: Browser, platform: Platform, request) -> Iterator[Page]:
+def page(browser: Browser, platform: Demo, request) -> Iterator[Page]:
     """A fresh browser context (no remembered UI state) on the platform's UI.
 
     Tests ask for `page` first: a missing browser then fails before the platform starts."""
@@ -248,7 +186,7 @@ def screenshot(page: Page, name: str) -> None:
 # --- the asset lineage ---------------------------------------------------------------------
 
 
-def graphql_groups(platform: Platform) -> dict[str, str]:
+def graphql_groups(platform: Demo) -> dict[str, str]:
     nodes = platform.graphql("{ assetNodes { assetKey { path } groupName } }")["assetNodes"]
     return {"/".join(node["assetKey"]["path"]): node["groupName"] for node in nodes}
 
@@ -320,18 +258,18 @@ PARTITION_STATUSES = """query ($path: [String!]!) {
 }"""
 
 
-def materialized_ranges(platform: Platform, key: str) -> list[tuple[str, str]]:
+def materialized_ranges(platform: Demo, key: str) -> list[tuple[str, str]]:
     node = platform.graphql(PARTITION_STATUSES, {"path": key.split("/")})["assetNodeOrError"]
     ranges = node["assetPartitionStatuses"]["ranges"]
     return [(r["startKey"], r["endKey"]) for r in ranges if r["status"] == "MATERIALIZED"]
 
 
-def is_materialized(platform: Platform, key: str, partition: str) -> bool:
+def is_materialized(platform: Demo, key: str, partition: str) -> bool:
     # Keys of hourly partitions sort like their hours.
     return any(start <= partition <= end for start, end in materialized_ranges(platform, key))
 
 
-def materializing_runs(platform: Platform, key: str, partition: str) -> list[str]:
+def materializing_runs(platform: Demo, key: str, partition: str) -> list[str]:
     """The runs that materialized one partition."""
     query = """query ($path: [String!]!, $partition: String!) {
       assetNodeOrError(assetKey: {path: $path}) { ... on AssetNode {
@@ -342,7 +280,7 @@ def materializing_runs(platform: Platform, key: str, partition: str) -> list[str
     return [event["runId"] for event in events]
 
 
-def wait_for_run(platform: Platform, run_id: str) -> str:
+def wait_for_run(platform: Demo, run_id: str) -> str:
     """Poll the run until it ends (it waits in the queue first); returns its status."""
     query = """query ($runId: ID!) { runOrError(runId: $runId) {
         __typename ... on Run { status } } }"""

@@ -6,7 +6,9 @@
 Every `*.json` under `grafana/dashboards/` is an output of this module: edit the code, run the
 first command, commit both. The dashboards are built with Grafana Labs' Foundation SDK (builders
 for the dashboard JSON model, the classic schema that file provisioning loads); Postgres query
-targets, which the SDK has no type for, are `SqlTarget` below.
+targets, which the SDK has no type for, are `SqlTarget` below. Each dashboard is a `Board` with
+its variables and a table of rows and panels (`Row`, `TimeSeries`, `Stat`, `Table`, `BarGauge`):
+what each panel shows, its query, its options and its width.
 
 Four dashboards, all on the provisioned data source (uid `metrics_platform`), all reading the
 metric store's views `metrics.hourly_values_by_name` (metric, time, date, hour, value) and
@@ -30,7 +32,8 @@ import argparse
 import json
 import sys
 import textwrap
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import KW_ONLY, dataclass, field
 from pathlib import Path
 
 from grafana_foundation_sdk.builders import bargauge, common, dashboard, stat, table, timeseries
@@ -39,6 +42,7 @@ from grafana_foundation_sdk.cog import variants as cogvariants
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models import common as common_models
 from grafana_foundation_sdk.models import dashboard as models
+from grafana_foundation_sdk.models.common import GraphDrawStyle
 
 DATASOURCE_TYPE = "grafana-postgresql-datasource"
 DATASOURCE_UID = "metrics_platform"
@@ -87,7 +91,7 @@ class SqlTarget(cogbuilder.Builder[SqlQuery]):
         return self._internal
 
 
-# --- Panel helpers --------------------------------------------------------------------------------
+# --- Panels ---------------------------------------------------------------------------------------
 
 
 def _legend() -> common.VizLegendOptions:
@@ -107,41 +111,6 @@ def _tooltip() -> common.VizTooltipOptions:
     )
 
 
-def time_series(
-    title: str,
-    description: str,
-    raw_sql: str,
-    *,
-    unit: str,
-    interval: str = "1h",
-    bars: bool = False,
-    minimum: float | None = 0,
-    no_value: str | None = None,
-):
-    panel = (
-        timeseries.Panel()
-        .title(title)
-        .description(description)
-        .datasource(DATASOURCE)
-        .with_target(SqlTarget(raw_sql, "time_series"))
-        .interval(interval)
-        .unit(unit)
-        .legend(_legend())
-        .tooltip(_tooltip())
-        .line_width(1)
-        .fill_opacity(80 if bars else 10)
-        .draw_style(
-            common_models.GraphDrawStyle.BARS if bars else common_models.GraphDrawStyle.LINE
-        )
-        .show_points(common_models.VisibilityMode.NEVER)
-    )
-    if minimum is not None:
-        panel = panel.min(minimum)
-    if no_value:
-        panel = panel.no_value(no_value)
-    return panel
-
-
 def _thresholds(*steps: tuple[float | None, str]) -> dashboard.ThresholdsConfig:
     return (
         dashboard.ThresholdsConfig()
@@ -150,78 +119,121 @@ def _thresholds(*steps: tuple[float | None, str]) -> dashboard.ThresholdsConfig:
     )
 
 
-def stat_panel(
-    title: str,
-    description: str,
-    raw_sql: str,
-    *,
-    unit: str,
-    decimals: int | None = None,
-    no_value: str | None = None,
-):
-    panel = (
-        stat.Panel()
-        .title(title)
-        .description(description)
-        .datasource(DATASOURCE)
-        .with_target(SqlTarget(raw_sql, "table"))
-        .interval("1h")
-        .unit(unit)
-        .graph_mode(common_models.BigValueGraphMode.NONE)
-        .color_mode(common_models.BigValueColorMode.NONE)
-        .text_mode(common_models.BigValueTextMode.VALUE_AND_NAME)
-        .reduce_options(common.ReduceDataOptions().values(False).calcs(["lastNotNull"]))
-    )
-    if decimals is not None:
-        panel = panel.decimals(decimals)
-    if no_value:
-        panel = panel.no_value(no_value)
-    return panel
+@dataclass(frozen=True)
+class Row:
+    """A row of a board: it holds the panels that follow it, up to the next row."""
+
+    title: str
 
 
-def table_panel(
-    title: str, description: str, raw_sql: str, *, overrides: dict[str, str] | None = None
-):
-    panel = (
-        table.Panel()
-        .title(title)
-        .description(description)
-        .datasource(DATASOURCE)
-        .with_target(SqlTarget(raw_sql, "table"))
-        .interval("1h")
-        .show_header(True)
-    )
-    for column, unit in (overrides or {}).items():
-        panel = panel.override_by_name(
-            column, [models.DynamicConfigValue(id_val="unit", value=unit)]
+@dataclass(frozen=True)
+class Panel:
+    """A line of a board's table of panels: what it shows (title, description, the query of
+    `sql`, `no_value` when the query returns nothing) and its place, `width` of the grid's 24
+    columns and `height` rows. The subclasses add the options of their kind of panel; units
+    default to Grafana's plain numbers (`short`)."""
+
+    title: str
+    description: str
+    sql: str
+    _: KW_ONLY
+    width: int
+    height: int = 8
+    no_value: str | None = None
+
+    def build(self) -> cogbuilder.Builder:
+        """The SDK's builder of the panel."""
+        panel = self._build()
+        return panel.no_value(self.no_value) if self.no_value else panel
+
+    def _build(self) -> cogbuilder.Builder:
+        raise NotImplementedError
+
+    def _query(self, panel, fmt: str, interval: str = "1h"):
+        """`panel` with this line's title, description and query, on the data source."""
+        return (
+            panel.title(self.title)
+            .description(self.description)
+            .datasource(DATASOURCE)
+            .with_target(SqlTarget(self.sql, fmt))
+            .interval(interval)
         )
-    return panel
 
 
-def bar_gauge(
-    title: str,
-    description: str,
-    raw_sql: str,
-    *,
-    unit: str,
-    thresholds: dashboard.ThresholdsConfig | None = None,
-):
-    panel = (
-        bargauge.Panel()
-        .title(title)
-        .description(description)
-        .datasource(DATASOURCE)
-        .with_target(SqlTarget(raw_sql, "table"))
-        .interval("1h")
-        .unit(unit)
-        .min(0)
-        .orientation(common_models.VizOrientation.HORIZONTAL)
-        .display_mode(common_models.BarGaugeDisplayMode.BASIC)
-        .reduce_options(common.ReduceDataOptions().values(True).calcs([]).fields(""))
-    )
-    if thresholds is not None:
-        panel = panel.thresholds(thresholds)
-    return panel
+@dataclass(frozen=True, kw_only=True)
+class TimeSeries(Panel):
+    """Lines (or `bars`) over time, one point per `interval`, with `minimum` at the bottom."""
+
+    unit: str = "short"
+    interval: str = "1h"
+    bars: bool = False
+    minimum: float | None = 0
+
+    def _build(self) -> timeseries.Panel:
+        panel = (
+            self._query(timeseries.Panel(), "time_series", self.interval)
+            .unit(self.unit)
+            .legend(_legend())
+            .tooltip(_tooltip())
+            .line_width(1)
+            .fill_opacity(80 if self.bars else 10)
+            .draw_style(GraphDrawStyle.BARS if self.bars else GraphDrawStyle.LINE)
+            .show_points(common_models.VisibilityMode.NEVER)
+        )
+        return panel if self.minimum is None else panel.min(self.minimum)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Stat(Panel):
+    """The last value of each column of a one-row table, as big numbers."""
+
+    unit: str = "short"
+    decimals: int | None = None
+
+    def _build(self) -> stat.Panel:
+        panel = (
+            self._query(stat.Panel(), "table")
+            .unit(self.unit)
+            .graph_mode(common_models.BigValueGraphMode.NONE)
+            .color_mode(common_models.BigValueColorMode.NONE)
+            .text_mode(common_models.BigValueTextMode.VALUE_AND_NAME)
+            .reduce_options(common.ReduceDataOptions().values(False).calcs(["lastNotNull"]))
+        )
+        return panel if self.decimals is None else panel.decimals(self.decimals)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Table(Panel):
+    """The query's rows; `units` by column name, for the columns that have one."""
+
+    units: Mapping[str, str] = field(default_factory=dict)
+
+    def _build(self) -> table.Panel:
+        panel = self._query(table.Panel(), "table").show_header(True)
+        for column, unit in self.units.items():
+            panel = panel.override_by_name(
+                column, [models.DynamicConfigValue(id_val="unit", value=unit)]
+            )
+        return panel
+
+
+@dataclass(frozen=True, kw_only=True)
+class BarGauge(Panel):
+    """One horizontal bar per row of the query (label, value), from zero."""
+
+    unit: str = "short"
+    thresholds: dashboard.ThresholdsConfig | None = None
+
+    def _build(self) -> bargauge.Panel:
+        panel = (
+            self._query(bargauge.Panel(), "table")
+            .unit(self.unit)
+            .min(0)
+            .orientation(common_models.VizOrientation.HORIZONTAL)
+            .display_mode(common_models.BarGaugeDisplayMode.BASIC)
+            .reduce_options(common.ReduceDataOptions().values(True).calcs([]).fields(""))
+        )
+        return panel if self.thresholds is None else panel.thresholds(self.thresholds)
 
 
 def name_variable(name: str, label: str, description: str, pattern: str) -> dashboard.QueryVariable:
@@ -253,9 +265,18 @@ def catalog_variable(
 
 
 class Board:
-    """A dashboard under construction: panels get ids in order and flow over the 24-column grid."""
+    """A dashboard under construction, with its `variables`: `build` adds its rows and panels,
+    which get ids in order and flow over the 24-column grid."""
 
-    def __init__(self, uid: str, title: str, description: str, *, links: bool = True) -> None:
+    def __init__(
+        self,
+        uid: str,
+        title: str,
+        description: str,
+        *,
+        variables: Sequence[dashboard.QueryVariable] = (),
+        links: bool = True,
+    ) -> None:
         self.next_id = 1
         self.builder = (
             dashboard.Dashboard(title)
@@ -279,26 +300,24 @@ class Board:
                 .include_vars(False)
                 .target_blank(False)
             )
+        for variable in variables:
+            self.builder = self.builder.with_variable(variable)
 
     def _id(self) -> int:
         self.next_id += 1
         return self.next_id - 1
 
-    def row(self, title: str) -> Board:
-        self.builder = self.builder.with_row(
-            dashboard.Row(title).id(self._id()).datasource(DATASOURCE).collapsed(False)
-        )
-        return self
-
-    def add(self, panel, *, width: int, height: int = 8) -> Board:
-        self.builder = self.builder.with_panel(panel.id(self._id()).span(width).height(height))
-        return self
-
-    def variable(self, variable: dashboard.QueryVariable) -> Board:
-        self.builder = self.builder.with_variable(variable)
-        return self
-
-    def build(self) -> models.Dashboard:
+    def build(self, *items: Row | Panel) -> models.Dashboard:
+        """The dashboard with its table of rows and panels, `items`, in order."""
+        for item in items:
+            if isinstance(item, Row):
+                self.builder = self.builder.with_row(
+                    dashboard.Row(item.title).id(self._id()).datasource(DATASOURCE).collapsed(False)
+                )
+            else:
+                self.builder = self.builder.with_panel(
+                    item.build().id(self._id()).span(item.width).height(item.height)
+                )
         return self.builder.build()
 
 
@@ -333,12 +352,50 @@ ACTIVATION_RATE_DESCRIPTION = (
     "user). Uses kpi.acquisition_to_activation_rate instead when the platform computes it."
 )
 
+
+def last_per_interval(series: str, variable: str) -> str:
+    """The query of a gauge: the last hourly value in each interval of the metrics that the
+    variable `$variable` selects, one series by `series` (a SELECT expression named metric)."""
+    return f"""
+        SELECT $__timeGroupAlias(time, $__interval), {series},
+               (array_agg(value ORDER BY time DESC))[1] AS value
+        FROM {HOURLY}
+        WHERE $__timeFilter(time) AND metric = ANY(ARRAY[${variable}]::text[])
+        GROUP BY 1, 2
+        ORDER BY 1, 2
+    """
+
+
 LATENCY_P50_DAILY = f"""
     SELECT {DAY_AS_TIME}, split_part(metric, '.', 2) AS metric, value
     FROM {DAILY}
     WHERE $__timeFilter(date) AND metric LIKE 'events.%.duration.p50'
     ORDER BY 1, 2
 """
+
+
+# --- Variables ------------------------------------------------------------------------------------
+
+# The dashboards' variables, each named as the queries use it (`$objects`, ...).
+OBJECTS = name_variable(
+    "objects", "Objects", "Product objects counted in the product database.", "objects.%"
+)
+CRAWLER_METRIC = name_variable(
+    "crawler_metric", "Crawler metrics", "Crawler counts (spider.*).", "spider.%"
+)
+EVENT_TYPE = catalog_variable(
+    "event_type",
+    "Event type",
+    "Application event types (from events.<type>.count).",
+    "SELECT DISTINCT split_part(name, '.', 2) AS event_type FROM metrics.metric "
+    "WHERE name LIKE 'events.%.count' ORDER BY 1",
+)
+SOURCE = catalog_variable(
+    "source",
+    "Source",
+    "Sources that registered metrics in the catalog.",
+    "SELECT DISTINCT source FROM metrics.metric ORDER BY 1",
+)
 
 
 # --- Business -------------------------------------------------------------------------------------
@@ -350,176 +407,139 @@ def business() -> models.Dashboard:
         "mp-business",
         "Business metrics",
         "Acquisition, activation and the growth of users, profiles and API keys.",
+        variables=[OBJECTS],
     )
-    board.variable(
-        name_variable(
-            "objects", "Objects", "Product objects counted in the product database.", "objects.%"
-        )
-    )
-
-    board.row("Acquisition (Google Analytics)")
-    board.add(
-        time_series(
+    return board.build(
+        Row("Acquisition (Google Analytics)"),
+        TimeSeries(
             "Sessions started",
             "ga.sessions per interval (GA4).",
             f"""
-        SELECT $__timeGroupAlias(time, $__interval), metric, sum(value) AS value
-        FROM {HOURLY}
-        WHERE $__timeFilter(time) AND metric = ANY(ARRAY['ga.sessions']::text[])
-        GROUP BY 1, 2
-        ORDER BY 1, 2
-        """,
-            unit="short",
+            SELECT $__timeGroupAlias(time, $__interval), metric, sum(value) AS value
+            FROM {HOURLY}
+            WHERE $__timeFilter(time) AND metric = ANY(ARRAY['ga.sessions']::text[])
+            GROUP BY 1, 2
+            ORDER BY 1, 2
+            """,
+            width=12,
             no_value=no_ga,
         ),
-        width=12,
-    )
-    board.add(
-        time_series(
+        TimeSeries(
             "New and active users",
             "ga.new_users and ga.active_users per interval (GA4).",
             f"""
-        SELECT $__timeGroupAlias(time, $__interval), metric, sum(value) AS value
-        FROM {HOURLY}
-        WHERE $__timeFilter(time)
-          AND metric = ANY(ARRAY['ga.new_users', 'ga.active_users']::text[])
-        GROUP BY 1, 2
-        ORDER BY 1, 2
-        """,
-            unit="short",
+            SELECT $__timeGroupAlias(time, $__interval), metric, sum(value) AS value
+            FROM {HOURLY}
+            WHERE $__timeFilter(time)
+              AND metric = ANY(ARRAY['ga.new_users', 'ga.active_users']::text[])
+            GROUP BY 1, 2
+            ORDER BY 1, 2
+            """,
+            width=12,
             no_value=no_ga,
         ),
-        width=12,
-    )
-    board.add(
-        time_series(
+        TimeSeries(
             "Acquisition per day",
             "GA4 sessions, new users and active users per UTC day.",
             f"""
-        SELECT {DAY_AS_TIME}, metric, value
-        FROM {DAILY}
-        WHERE $__timeFilter(date)
-          AND metric = ANY(ARRAY['ga.sessions', 'ga.new_users', 'ga.active_users']::text[])
-        ORDER BY 1, 2
-        """,
-            unit="short",
+            SELECT {DAY_AS_TIME}, metric, value
+            FROM {DAILY}
+            WHERE $__timeFilter(date)
+              AND metric = ANY(ARRAY['ga.sessions', 'ga.new_users', 'ga.active_users']::text[])
+            ORDER BY 1, 2
+            """,
+            width=16,
             interval="1d",
             bars=True,
             no_value=no_ga,
         ),
-        width=16,
-    )
-    board.add(
-        stat_panel(
+        Stat(
             "Acquisition in the range",
             "GA4 sessions and new users over the whole time range.",
             f"""
-        SELECT sum(value) FILTER (WHERE metric = 'ga.sessions') AS "sessions",
-               sum(value) FILTER (WHERE metric = 'ga.new_users') AS "new users"
-        FROM {HOURLY}
-        WHERE $__timeFilter(time) AND metric IN ('ga.sessions', 'ga.new_users')
-        """,
-            unit="short",
+            SELECT sum(value) FILTER (WHERE metric = 'ga.sessions') AS "sessions",
+                   sum(value) FILTER (WHERE metric = 'ga.new_users') AS "new users"
+            FROM {HOURLY}
+            WHERE $__timeFilter(time) AND metric IN ('ga.sessions', 'ga.new_users')
+            """,
+            width=8,
             decimals=0,
             no_value=no_ga,
         ),
-        width=8,
-    )
-
-    board.row("Activation")
-    board.add(
-        time_series(
+        Row("Activation"),
+        TimeSeries(
             "Activation rate per day",
             ACTIVATION_RATE_DESCRIPTION,
             ACTIVATION_RATE_DAILY,
+            width=16,
             unit="percentunit",
             interval="1d",
             minimum=None,
         ),
-        width=16,
-    )
-    board.add(
-        stat_panel(
+        Stat(
             "Activation rate in the range",
             "API keys added per user added between the first and the last hour of the range "
             "(or the mean of kpi.acquisition_to_activation_rate when the platform computes it).",
             f"""
-        WITH kpi AS (
-            SELECT avg(value) AS value FROM {DAILY}
-            WHERE metric = 'kpi.acquisition_to_activation_rate' AND $__timeFilter(date)
-        ), growth AS (
-            SELECT metric,
-                   (array_agg(value ORDER BY time DESC))[1] - (array_agg(value ORDER BY time))[1]
-                       AS added
-            FROM {HOURLY}
-            WHERE metric IN ('objects.users.count', 'objects.api_keys.count')
-              AND $__timeFilter(time)
-            GROUP BY metric
-        )
-        SELECT coalesce(
-                   (SELECT value FROM kpi),
-                   (SELECT added FROM growth WHERE metric = 'objects.api_keys.count')
-                   / nullif((SELECT added FROM growth WHERE metric = 'objects.users.count'), 0)
-               ) AS "activation rate"
-        """,
+            WITH kpi AS (
+                SELECT avg(value) AS value FROM {DAILY}
+                WHERE metric = 'kpi.acquisition_to_activation_rate' AND $__timeFilter(date)
+            ), growth AS (
+                SELECT metric,
+                       (array_agg(value ORDER BY time DESC))[1] - (array_agg(value ORDER BY time))[1]
+                           AS added
+                FROM {HOURLY}
+                WHERE metric IN ('objects.users.count', 'objects.api_keys.count')
+                  AND $__timeFilter(time)
+                GROUP BY metric
+            )
+            SELECT coalesce(
+                       (SELECT value FROM kpi),
+                       (SELECT added FROM growth WHERE metric = 'objects.api_keys.count')
+                       / nullif((SELECT added FROM growth WHERE metric = 'objects.users.count'), 0)
+                   ) AS "activation rate"
+            """,
+            width=8,
             unit="percentunit",
             decimals=1,
         ),
-        width=8,
-    )
-
-    board.row("Users, profiles and API keys")
-    board.add(
-        time_series(
+        Row("Users, profiles and API keys"),
+        TimeSeries(
             "Totals",
             "Rows in the product database at the end of each interval ($objects).",
-            f"""
-        SELECT $__timeGroupAlias(time, $__interval), split_part(metric, '.', 2) AS metric,
-               (array_agg(value ORDER BY time DESC))[1] AS value
-        FROM {HOURLY}
-        WHERE $__timeFilter(time) AND metric = ANY(ARRAY[$objects]::text[])
-        GROUP BY 1, 2
-        ORDER BY 1, 2
-        """,
-            unit="short",
+            last_per_interval("split_part(metric, '.', 2) AS metric", "objects"),
+            width=12,
         ),
-        width=12,
-    )
-    board.add(
-        time_series(
+        TimeSeries(
             "Added per day",
             "End-of-day count minus the previous day's ($objects).",
             f"""
-        SELECT (d.date::timestamp AT TIME ZONE 'UTC') AS "time",
-               split_part(d.metric, '.', 2) AS metric, d.value - p.value AS value
-        FROM {DAILY} d
-        JOIN {DAILY} p ON p.metric = d.metric AND p.date = d.date - 1
-        WHERE $__timeFilter(d.date) AND d.metric = ANY(ARRAY[$objects]::text[])
-        ORDER BY 1, 2
-        """,
-            unit="short",
+            SELECT (d.date::timestamp AT TIME ZONE 'UTC') AS "time",
+                   split_part(d.metric, '.', 2) AS metric, d.value - p.value AS value
+            FROM {DAILY} d
+            JOIN {DAILY} p ON p.metric = d.metric AND p.date = d.date - 1
+            WHERE $__timeFilter(d.date) AND d.metric = ANY(ARRAY[$objects]::text[])
+            ORDER BY 1, 2
+            """,
+            width=12,
             interval="1d",
             bars=True,
             minimum=None,
         ),
-        width=12,
-    )
-    board.add(
-        table_panel(
+        Table(
             "Totals at the end of the range",
             "The newest hourly count in the range ($objects).",
             f"""
-        SELECT DISTINCT ON (metric) split_part(metric, '.', 2) AS "object", value AS "total",
-               time AS "as of"
-        FROM {HOURLY}
-        WHERE $__timeFilter(time) AND metric = ANY(ARRAY[$objects]::text[])
-        ORDER BY metric, time DESC
-        """,
+            SELECT DISTINCT ON (metric) split_part(metric, '.', 2) AS "object", value AS "total",
+                   time AS "as of"
+            FROM {HOURLY}
+            WHERE $__timeFilter(time) AND metric = ANY(ARRAY[$objects]::text[])
+            ORDER BY metric, time DESC
+            """,
+            width=24,
+            height=6,
         ),
-        width=24,
-        height=6,
     )
-    return board.build()
 
 
 # --- Quality of service ---------------------------------------------------------------------------
@@ -530,176 +550,134 @@ def quality_of_service() -> models.Dashboard:
         "mp-quality-of-service",
         "Quality of service",
         "Latency and errors of application events, crawler activity, HTTP requests.",
+        variables=[EVENT_TYPE, CRAWLER_METRIC],
     )
-    board.variable(
-        catalog_variable(
-            "event_type",
-            "Event type",
-            "Application event types (from events.<type>.count).",
-            "SELECT DISTINCT split_part(name, '.', 2) AS event_type FROM metrics.metric "
-            "WHERE name LIKE 'events.%.count' ORDER BY 1",
-        )
-    )
-    board.variable(
-        name_variable("crawler_metric", "Crawler metrics", "Crawler counts (spider.*).", "spider.%")
-    )
-
-    board.row("Latency")
-    for percentile in ("p50", "p90", "p99"):
-        board.add(
-            time_series(
+    # Parts of the error queries below: errors / events, and the counts and errors of the event
+    # types $event_type selects. Their lines after the first are indented as those queries' lines.
+    error_rate = """sum(value) FILTER (WHERE split_part(metric, '.', 3) = 'errors')
+                / nullif(sum(value) FILTER (WHERE split_part(metric, '.', 3) = 'count'), 0)"""
+    counts_and_errors = """metric LIKE 'events.%'
+              AND split_part(metric, '.', 3) IN ('count', 'errors')
+              AND split_part(metric, '.', 2) = ANY(ARRAY[$event_type]::text[])"""
+    return board.build(
+        Row("Latency"),
+        *(
+            TimeSeries(
                 f"Latency {percentile}",
                 f"Hourly {percentile} event duration by event type ($event_type); over intervals "
                 "longer than an hour, the worst hour.",
                 f"""
-            SELECT $__timeGroupAlias(time, $__interval), split_part(metric, '.', 2) AS metric,
-                   max(value) AS value
-            FROM {HOURLY}
-            WHERE $__timeFilter(time) AND metric LIKE 'events.%.duration.{percentile}'
-              AND split_part(metric, '.', 2) = ANY(ARRAY[$event_type]::text[])
-            GROUP BY 1, 2
-            ORDER BY 1, 2
-            """,
+                SELECT $__timeGroupAlias(time, $__interval), split_part(metric, '.', 2) AS metric,
+                       max(value) AS value
+                FROM {HOURLY}
+                WHERE $__timeFilter(time) AND metric LIKE 'events.%.duration.{percentile}'
+                  AND split_part(metric, '.', 2) = ANY(ARRAY[$event_type]::text[])
+                GROUP BY 1, 2
+                ORDER BY 1, 2
+                """,
+                width=8,
                 unit="ms",
-            ),
-            width=8,
-        )
-    board.add(
-        time_series(
+            )
+            for percentile in ("p50", "p90", "p99")
+        ),
+        TimeSeries(
             "Latency percentiles per day",
             "Daily percentiles, recomputed from the day's raw timings ($event_type).",
             f"""
-        SELECT {DAY_AS_TIME},
-               split_part(metric, '.', 2) || ' ' || split_part(metric, '.', 4) AS metric, value
-        FROM {DAILY}
-        WHERE $__timeFilter(date) AND metric LIKE 'events.%.duration.p%'
-          AND split_part(metric, '.', 2) = ANY(ARRAY[$event_type]::text[])
-        ORDER BY 1, 2
-        """,
+            SELECT {DAY_AS_TIME},
+                   split_part(metric, '.', 2) || ' ' || split_part(metric, '.', 4) AS metric, value
+            FROM {DAILY}
+            WHERE $__timeFilter(date) AND metric LIKE 'events.%.duration.p%'
+              AND split_part(metric, '.', 2) = ANY(ARRAY[$event_type]::text[])
+            ORDER BY 1, 2
+            """,
+            width=24,
             unit="ms",
             interval="1d",
         ),
-        width=24,
-    )
-
-    board.row("Errors")
-    error_rate = """
-        sum(value) FILTER (WHERE split_part(metric, '.', 3) = 'errors')
-            / nullif(sum(value) FILTER (WHERE split_part(metric, '.', 3) = 'count'), 0)
-    """.strip()
-    board.add(
-        time_series(
+        Row("Errors"),
+        TimeSeries(
             "Error rate",
             "events.<type>.errors / events.<type>.count per interval ($event_type).",
             f"""
-        SELECT $__timeGroupAlias(time, $__interval), split_part(metric, '.', 2) AS metric,
-               {error_rate} AS value
-        FROM {HOURLY}
-        WHERE $__timeFilter(time) AND metric LIKE 'events.%'
-          AND split_part(metric, '.', 3) IN ('count', 'errors')
-          AND split_part(metric, '.', 2) = ANY(ARRAY[$event_type]::text[])
-        GROUP BY 1, 2
-        ORDER BY 1, 2
-        """,
+            SELECT $__timeGroupAlias(time, $__interval), split_part(metric, '.', 2) AS metric,
+                   {error_rate} AS value
+            FROM {HOURLY}
+            WHERE $__timeFilter(time) AND {counts_and_errors}
+            GROUP BY 1, 2
+            ORDER BY 1, 2
+            """,
+            width=12,
             unit="percentunit",
         ),
-        width=12,
-    )
-    board.add(
-        time_series(
+        TimeSeries(
             "Error rate per day",
             "Errors / events per UTC day ($event_type).",
             f"""
-        SELECT {DAY_AS_TIME}, split_part(metric, '.', 2) AS metric, {error_rate} AS value
-        FROM {DAILY}
-        WHERE $__timeFilter(date) AND metric LIKE 'events.%'
-          AND split_part(metric, '.', 3) IN ('count', 'errors')
-          AND split_part(metric, '.', 2) = ANY(ARRAY[$event_type]::text[])
-        GROUP BY date, split_part(metric, '.', 2)
-        ORDER BY 1, 2
-        """,
+            SELECT {DAY_AS_TIME}, split_part(metric, '.', 2) AS metric, {error_rate} AS value
+            FROM {DAILY}
+            WHERE $__timeFilter(date) AND {counts_and_errors}
+            GROUP BY date, split_part(metric, '.', 2)
+            ORDER BY 1, 2
+            """,
+            width=12,
             unit="percentunit",
             interval="1d",
         ),
-        width=12,
-    )
-    board.add(
-        time_series(
+        TimeSeries(
             "Events and errors",
             "Events and failed events per interval ($event_type).",
             f"""
-        SELECT $__timeGroupAlias(time, $__interval),
-               split_part(metric, '.', 2) || ' ' || split_part(metric, '.', 3) AS metric,
-               sum(value) AS value
-        FROM {HOURLY}
-        WHERE $__timeFilter(time) AND metric LIKE 'events.%'
-          AND split_part(metric, '.', 3) IN ('count', 'errors')
-          AND split_part(metric, '.', 2) = ANY(ARRAY[$event_type]::text[])
-        GROUP BY 1, 2
-        ORDER BY 1, 2
-        """,
-            unit="short",
+            SELECT $__timeGroupAlias(time, $__interval),
+                   split_part(metric, '.', 2) || ' ' || split_part(metric, '.', 3) AS metric,
+                   sum(value) AS value
+            FROM {HOURLY}
+            WHERE $__timeFilter(time) AND {counts_and_errors}
+            GROUP BY 1, 2
+            ORDER BY 1, 2
+            """,
+            width=24,
         ),
-        width=24,
-    )
-
-    board.row("Crawlers")
-    board.add(
-        time_series(
+        Row("Crawlers"),
+        TimeSeries(
             "Crawlers",
             "Active, idle and total crawlers at the end of each interval ($crawler_metric).",
-            f"""
-        SELECT $__timeGroupAlias(time, $__interval), metric,
-               (array_agg(value ORDER BY time DESC))[1] AS value
-        FROM {HOURLY}
-        WHERE $__timeFilter(time) AND metric = ANY(ARRAY[$crawler_metric]::text[])
-        GROUP BY 1, 2
-        ORDER BY 1, 2
-        """,
-            unit="short",
+            last_per_interval("metric", "crawler_metric"),
+            width=16,
         ),
-        width=16,
-    )
-    board.add(
-        stat_panel(
+        Stat(
             "Crawlers at the end of the range",
             "The newest hourly crawler counts in the range.",
             f"""
-        SELECT max(value) FILTER (WHERE metric = 'spider.active') AS "active",
-               max(value) FILTER (WHERE metric = 'spider.idle') AS "idle",
-               max(value) FILTER (WHERE metric = 'spider.total') AS "total"
-        FROM (
-            SELECT DISTINCT ON (metric) metric, value
-            FROM {HOURLY}
-            WHERE $__timeFilter(time) AND metric LIKE 'spider.%'
-            ORDER BY metric, time DESC
-        ) newest
-        """,
-            unit="short",
+            SELECT max(value) FILTER (WHERE metric = 'spider.active') AS "active",
+                   max(value) FILTER (WHERE metric = 'spider.idle') AS "idle",
+                   max(value) FILTER (WHERE metric = 'spider.total') AS "total"
+            FROM (
+                SELECT DISTINCT ON (metric) metric, value
+                FROM {HOURLY}
+                WHERE $__timeFilter(time) AND metric LIKE 'spider.%'
+                ORDER BY metric, time DESC
+            ) newest
+            """,
+            width=8,
             decimals=0,
         ),
-        width=8,
-    )
-
-    board.row("HTTP (Prometheus)")
-    board.add(
-        time_series(
+        Row("HTTP (Prometheus)"),
+        TimeSeries(
             "HTTP requests by job",
             "http.requests.<job> per interval (Prometheus).",
             f"""
-        SELECT $__timeGroupAlias(time, $__interval),
-               substr(metric, length('http.requests.') + 1) AS metric, sum(value) AS value
-        FROM {HOURLY}
-        WHERE $__timeFilter(time) AND metric LIKE 'http.requests.%'
-        GROUP BY 1, 2
-        ORDER BY 1, 2
-        """,
-            unit="short",
+            SELECT $__timeGroupAlias(time, $__interval),
+                   substr(metric, length('http.requests.') + 1) AS metric, sum(value) AS value
+            FROM {HOURLY}
+            WHERE $__timeFilter(time) AND metric LIKE 'http.requests.%'
+            GROUP BY 1, 2
+            ORDER BY 1, 2
+            """,
+            width=24,
             no_value="no Prometheus data",
         ),
-        width=24,
     )
-    return board.build()
 
 
 # --- Platform health ------------------------------------------------------------------------------
@@ -710,132 +688,110 @@ def platform_health() -> models.Dashboard:
         "mp-platform-health",
         "Platform health",
         "How fresh and how complete each source's data is in the metric store.",
+        variables=[SOURCE],
     )
-    board.variable(
-        catalog_variable(
-            "source",
-            "Source",
-            "Sources that registered metrics in the catalog.",
-            "SELECT DISTINCT source FROM metrics.metric ORDER BY 1",
-        )
-    )
-
-    board.add(
-        table_panel(
+    return board.build(
+        Table(
             "Freshness by source",
             "Per source: its metrics, the newest hour and day in the store, and how long ago the "
             "newest hour ended (now, not the dashboard's range).",
             f"""
-        SELECT m.source AS "source",
-               count(*) AS "metrics",
-               max(h.newest) AS "newest hour",
-               extract(epoch FROM now() - (max(h.newest) + interval '1 hour')) AS "age",
-               max(d.newest) AS "newest day"
-        FROM metrics.metric m
-        LEFT JOIN LATERAL (
-            SELECT max(v.time) AS newest FROM {HOURLY} v WHERE v.metric = m.name
-        ) h ON true
-        LEFT JOIN LATERAL (
-            SELECT max(v.date) AS newest FROM {DAILY} v WHERE v.metric = m.name
-        ) d ON true
-        WHERE m.source = ANY(ARRAY[$source]::text[])
-        GROUP BY m.source
-        ORDER BY m.source
-        """,
-            overrides={"age": "s"},
+            SELECT m.source AS "source",
+                   count(*) AS "metrics",
+                   max(h.newest) AS "newest hour",
+                   extract(epoch FROM now() - (max(h.newest) + interval '1 hour')) AS "age",
+                   max(d.newest) AS "newest day"
+            FROM metrics.metric m
+            LEFT JOIN LATERAL (
+                SELECT max(v.time) AS newest FROM {HOURLY} v WHERE v.metric = m.name
+            ) h ON true
+            LEFT JOIN LATERAL (
+                SELECT max(v.date) AS newest FROM {DAILY} v WHERE v.metric = m.name
+            ) d ON true
+            WHERE m.source = ANY(ARRAY[$source]::text[])
+            GROUP BY m.source
+            ORDER BY m.source
+            """,
+            width=24,
+            height=7,
+            units={"age": "s"},
         ),
-        width=24,
-        height=7,
-    )
-    board.add(
-        bar_gauge(
+        BarGauge(
             "Hours since the newest value",
             "Hours between now and the end of each source's newest landed hour.",
             f"""
-        SELECT m.source AS "source",
-               extract(epoch FROM now() - (max(h.newest) + interval '1 hour')) / 3600 AS "hours"
-        FROM metrics.metric m
-        JOIN LATERAL (
-            SELECT max(v.time) AS newest FROM {HOURLY} v WHERE v.metric = m.name
-        ) h ON h.newest IS NOT NULL
-        WHERE m.source = ANY(ARRAY[$source]::text[])
-        GROUP BY m.source
-        ORDER BY m.source
-        """,
+            SELECT m.source AS "source",
+                   extract(epoch FROM now() - (max(h.newest) + interval '1 hour')) / 3600 AS "hours"
+            FROM metrics.metric m
+            JOIN LATERAL (
+                SELECT max(v.time) AS newest FROM {HOURLY} v WHERE v.metric = m.name
+            ) h ON h.newest IS NOT NULL
+            WHERE m.source = ANY(ARRAY[$source]::text[])
+            GROUP BY m.source
+            ORDER BY m.source
+            """,
+            width=12,
             unit="h",
             thresholds=_thresholds((None, "green"), (3, "yellow"), (24, "red")),
         ),
-        width=12,
-    )
-    board.add(
-        bar_gauge(
+        BarGauge(
             "Metrics per source",
             "Metric names each source registered in the catalog.",
             """
-        SELECT source AS "source", count(*) AS "metrics"
-        FROM metrics.metric
-        WHERE source = ANY(ARRAY[$source]::text[])
-        GROUP BY source
-        ORDER BY source
-        """,
-            unit="short",
+            SELECT source AS "source", count(*) AS "metrics"
+            FROM metrics.metric
+            WHERE source = ANY(ARRAY[$source]::text[])
+            GROUP BY source
+            ORDER BY source
+            """,
+            width=12,
         ),
-        width=12,
-    )
-    board.add(
-        time_series(
+        TimeSeries(
             "Metrics landed per hour",
             "Metrics with a value, per landed hour and source (mean over the interval): a dip is "
             "a metric missing for some hours.",
             f"""
-        SELECT $__timeGroupAlias(time, $__interval), source AS metric, avg(landed) AS value
-        FROM (
-            SELECT v.time, m.source, count(*) AS landed
-            FROM {HOURLY} v JOIN metrics.metric m ON m.name = v.metric
-            WHERE $__timeFilter(v.time) AND m.source = ANY(ARRAY[$source]::text[])
-            GROUP BY v.time, m.source
-        ) per_hour
-        GROUP BY 1, 2
-        ORDER BY 1, 2
-        """,
-            unit="short",
+            SELECT $__timeGroupAlias(time, $__interval), source AS metric, avg(landed) AS value
+            FROM (
+                SELECT v.time, m.source, count(*) AS landed
+                FROM {HOURLY} v JOIN metrics.metric m ON m.name = v.metric
+                WHERE $__timeFilter(v.time) AND m.source = ANY(ARRAY[$source]::text[])
+                GROUP BY v.time, m.source
+            ) per_hour
+            GROUP BY 1, 2
+            ORDER BY 1, 2
+            """,
+            width=12,
         ),
-        width=12,
-    )
-    board.add(
-        time_series(
+        TimeSeries(
             "Metrics landed per day",
             "Metrics with a daily value, per UTC day and source.",
             f"""
-        SELECT (v.date::timestamp AT TIME ZONE 'UTC') AS "time", m.source AS metric,
-               count(*) AS value
-        FROM {DAILY} v JOIN metrics.metric m ON m.name = v.metric
-        WHERE $__timeFilter(v.date) AND m.source = ANY(ARRAY[$source]::text[])
-        GROUP BY 1, 2
-        ORDER BY 1, 2
-        """,
-            unit="short",
+            SELECT (v.date::timestamp AT TIME ZONE 'UTC') AS "time", m.source AS metric,
+                   count(*) AS value
+            FROM {DAILY} v JOIN metrics.metric m ON m.name = v.metric
+            WHERE $__timeFilter(v.date) AND m.source = ANY(ARRAY[$source]::text[])
+            GROUP BY 1, 2
+            ORDER BY 1, 2
+            """,
+            width=12,
             interval="1d",
             bars=True,
         ),
-        width=12,
-    )
-    board.add(
-        table_panel(
+        Table(
             "Metric catalog",
             "Every metric the sources registered, with its unit and daily rollup.",
             """
-        SELECT name AS "metric", source AS "source", aggregation AS "daily rollup",
-               unit AS "unit", description AS "description"
-        FROM metrics.metric
-        WHERE source = ANY(ARRAY[$source]::text[])
-        ORDER BY source, name
-        """,
+            SELECT name AS "metric", source AS "source", aggregation AS "daily rollup",
+                   unit AS "unit", description AS "description"
+            FROM metrics.metric
+            WHERE source = ANY(ARRAY[$source]::text[])
+            ORDER BY source, name
+            """,
+            width=24,
+            height=10,
         ),
-        width=24,
-        height=10,
     )
-    return board.build()
 
 
 # --- Public ---------------------------------------------------------------------------------------
@@ -850,28 +806,25 @@ def public() -> models.Dashboard:
         "Activation and response times, safe to share.",
         links=False,
     )
-    board.add(
-        time_series(
+    return board.build(
+        TimeSeries(
             "Activation rate per day",
             ACTIVATION_RATE_DESCRIPTION,
             ACTIVATION_RATE_DAILY,
+            width=12,
             unit="percentunit",
             interval="1d",
             minimum=None,
         ),
-        width=12,
-    )
-    board.add(
-        time_series(
+        TimeSeries(
             "Median latency per day",
             "Daily median (p50) event duration, by event type.",
             LATENCY_P50_DAILY,
+            width=12,
             unit="ms",
             interval="1d",
         ),
-        width=12,
     )
-    return board.build()
 
 
 DASHBOARDS = {

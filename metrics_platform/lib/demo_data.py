@@ -49,25 +49,13 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE INDEX IF NOT EXISTS events_occurred_at ON events (occurred_at);
 """
 
-# Sign-ups accelerate towards `now` (sqrt of a uniform draw); most users fill in a profile within
-# two hours, a third create an API key within two days. Nothing is created after `now`.
-DEMO_ROWS_SQL = """
-SELECT setseed(0.42);
-INSERT INTO users (email, created_at)
-SELECT 'user' || n || '@example.com',
-       %(start)s::timestamptz + (%(now)s::timestamptz - %(start)s::timestamptz) * sqrt(random())
-FROM generate_series(1, %(users)s) AS n;
-INSERT INTO profiles (user_id, created_at)
-SELECT id, least(created_at + random() * interval '2 hours', %(now)s::timestamptz - interval '1 second')
-FROM users WHERE random() < 0.7;
-INSERT INTO api_keys (user_id, created_at)
-SELECT id, least(created_at + random() * interval '48 hours', %(now)s::timestamptz - interval '1 second')
-FROM users WHERE random() < 0.35;
+# Twelve crawlers created from `start` on; every 20 minutes of its life until `now`, a crawler
+# changes stage with probability 0.4, and a third of the changes return it to idle. The benchmarks'
+# synthetic database has the same crawlers.
+CRAWLER_ROWS_SQL = """
 INSERT INTO spiders (name, created_at)
 SELECT 'spider-' || n, %(start)s::timestamptz + (n - 1) * (%(now)s::timestamptz - %(start)s::timestamptz) / 16
 FROM generate_series(1, 12) AS n;
--- Every 20 minutes of its life, a crawler changes stage with probability 0.4; a third of the
--- changes return it to idle.
 INSERT INTO spider_status (spider_id, stage, changed_at)
 SELECT id,
        CASE WHEN r < 0.33 THEN NULL WHEN r < 0.6 THEN 'crawl' WHEN r < 0.85 THEN 'parse' ELSE 'export' END,
@@ -79,6 +67,23 @@ FROM (
                          interval '20 minutes') AS slot
 ) AS draws
 WHERE random() < 0.4;
+"""
+
+# Sign-ups accelerate towards `now` (sqrt of a uniform draw); most users fill in a profile within
+# two hours, a third create an API key within two days. Nothing is created after `now`.
+DEMO_ROWS_SQL = f"""
+SELECT setseed(0.42);
+INSERT INTO users (email, created_at)
+SELECT 'user' || n || '@example.com',
+       %(start)s::timestamptz + (%(now)s::timestamptz - %(start)s::timestamptz) * sqrt(random())
+FROM generate_series(1, %(users)s) AS n;
+INSERT INTO profiles (user_id, created_at)
+SELECT id, least(created_at + random() * interval '2 hours', %(now)s::timestamptz - interval '1 second')
+FROM users WHERE random() < 0.7;
+INSERT INTO api_keys (user_id, created_at)
+SELECT id, least(created_at + random() * interval '48 hours', %(now)s::timestamptz - interval '1 second')
+FROM users WHERE random() < 0.35;
+{CRAWLER_ROWS_SQL.strip()}
 -- Events: page views, sign-ups, API calls and exports, with busier afternoons; durations are
 -- exponentially distributed around a mean per type, 2%% of events fail.
 INSERT INTO events (type, occurred_at, duration_ms, failed)

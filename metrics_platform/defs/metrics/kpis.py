@@ -38,6 +38,7 @@ SOURCE = "kpi"
 HOURLY_KPIS_KEY = dg.AssetKey(["metrics", "hourly_kpis"])
 DAILY_KPIS_KEY = dg.AssetKey(["metrics", "daily_kpis"])
 WITHIN_BOUNDS = "kpis_within_bounds"
+WITHIN_BOUNDS_DESCRIPTION = "Every KPI with declared bounds stays within them."
 
 
 @dataclass(frozen=True)
@@ -151,11 +152,37 @@ def _bounds_check(kpis: Sequence[Kpi], frame: pd.DataFrame) -> dg.AssetCheckResu
     )
 
 
-def build_kpi_assets(kpis: Sequence[Kpi]) -> list[dg.AssetsDefinition]:
-    """Hourly and daily KPI assets for the configured KPIs."""
+def _kpi_asset(
+    kpis: Sequence[Kpi],
+    *,
+    key: dg.AssetKey,
+    values_key: dg.AssetKey,
+    partitions_def: dg.TimeWindowPartitionsDefinition,
+    period: str,
+    automation_condition: dg.AutomationCondition,
+    description: str,
+) -> dg.AssetsDefinition:
+    """A KPI asset: the KPIs of each partition, computed from that `period`'s values in
+    `values_key`, with the bounds check."""
 
-    def compute(context, metric_store, upstream: pd.DataFrame, period: str):
-        named = _named(upstream, period, metric_store)
+    @dg.asset(
+        key=key,
+        description=description,
+        group_name=GROUP,
+        kinds={"postgres", "pandas"},
+        ins={"values": dg.AssetIn(key=values_key)},
+        partitions_def=partitions_def,
+        backfill_policy=single_run,
+        metadata={"partition_expr": period},
+        automation_condition=automation_condition,
+        check_specs=[
+            dg.AssetCheckSpec(WITHIN_BOUNDS, asset=key, description=WITHIN_BOUNDS_DESCRIPTION)
+        ],
+    )
+    def kpi_asset(
+        context: dg.AssetExecutionContext, metric_store: MetricStore, values: pd.DataFrame
+    ):
+        named = _named(values, period, metric_store)
         result = compute_kpis(named[[period, "metric", "value"]], period, kpis)
         ids = metric_store.register_metrics([kpi.spec for kpi in kpis])
         start, end = context.partition_time_window.start, context.partition_time_window.end
@@ -165,56 +192,36 @@ def build_kpi_assets(kpis: Sequence[Kpi]) -> list[dg.AssetsDefinition]:
                 "window_start": dg.MetadataValue.timestamp(start),
                 "window_end": dg.MetadataValue.timestamp(end),
                 "kpis": dg.MetadataValue.int(len(kpis)),
-                "rows_in": dg.MetadataValue.int(len(upstream)),
+                "rows_in": dg.MetadataValue.int(len(values)),
                 "rows_out": dg.MetadataValue.int(len(result)),
             },
         )
         yield _bounds_check(kpis, result)
 
-    @dg.asset(
-        key=HOURLY_KPIS_KEY,
-        group_name=GROUP,
-        kinds={"postgres", "pandas"},
-        ins={"hourly_values": dg.AssetIn(key=HOURLY_VALUES_KEY)},
-        partitions_def=hourly_partitions,
-        backfill_policy=single_run,
-        metadata={"partition_expr": "hour"},
-        automation_condition=FOLLOW_ANY_SOURCE,
-        check_specs=[
-            dg.AssetCheckSpec(
-                WITHIN_BOUNDS,
-                asset=HOURLY_KPIS_KEY,
-                description="Every KPI with declared bounds stays within them.",
-            )
-        ],
-    )
-    def hourly_kpis(
-        context: dg.AssetExecutionContext, metric_store: MetricStore, hourly_values: pd.DataFrame
-    ):
-        """The KPIs of every UTC hour, computed from that hour's values (`metrics.hourly_kpis`)."""
-        yield from compute(context, metric_store, hourly_values, "hour")
+    return kpi_asset
 
-    @dg.asset(
-        key=DAILY_KPIS_KEY,
-        group_name=GROUP,
-        kinds={"postgres", "pandas"},
-        ins={"daily_values": dg.AssetIn(key=DAILY_VALUES_KEY)},
-        partitions_def=daily_partitions,
-        backfill_policy=single_run,
-        metadata={"partition_expr": "day"},
-        automation_condition=WHEN_THE_DAY_IS_COMPLETE,
-        check_specs=[
-            dg.AssetCheckSpec(
-                WITHIN_BOUNDS,
-                asset=DAILY_KPIS_KEY,
-                description="Every KPI with declared bounds stays within them.",
-            )
-        ],
-    )
-    def daily_kpis(
-        context: dg.AssetExecutionContext, metric_store: MetricStore, daily_values: pd.DataFrame
-    ):
-        """The KPIs of every business day, computed from that day's values (`metrics.daily_kpis`)."""
-        yield from compute(context, metric_store, daily_values, "day")
 
-    return [hourly_kpis, daily_kpis]
+def build_kpi_assets(kpis: Sequence[Kpi]) -> list[dg.AssetsDefinition]:
+    """Hourly and daily KPI assets for the configured KPIs."""
+    return [
+        _kpi_asset(
+            kpis,
+            key=HOURLY_KPIS_KEY,
+            values_key=HOURLY_VALUES_KEY,
+            partitions_def=hourly_partitions,
+            period="hour",
+            automation_condition=FOLLOW_ANY_SOURCE,
+            description="The KPIs of every UTC hour, computed from that hour's values "
+            "(`metrics.hourly_kpis`).",
+        ),
+        _kpi_asset(
+            kpis,
+            key=DAILY_KPIS_KEY,
+            values_key=DAILY_VALUES_KEY,
+            partitions_def=daily_partitions,
+            period="day",
+            automation_condition=WHEN_THE_DAY_IS_COMPLETE,
+            description="The KPIs of every business day, computed from that day's values "
+            "(`metrics.daily_kpis`).",
+        ),
+    ]
