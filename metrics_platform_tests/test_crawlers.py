@@ -5,10 +5,13 @@ from datetime import datetime, timedelta, timezone
 import dagster as dg
 import pandas as pd
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from metrics_platform.defs.metrics.assets import HOURLY_VALUES_KEY
 from metrics_platform.defs.sources.crawlers.assets import STATUS_KEY
 from metrics_platform.defs.sources.crawlers.normalize import normalize_status
+from metrics_platform.defs.sources.crawlers.resource import CrawlerRegistry
 from metrics_platform.lib.demo_data import DEMO_SCHEMA_SQL
 from metrics_platform.lib.errors import SourceError
 from metrics_platform_tests.conftest import execute, materialize, platform_resources, query
@@ -98,3 +101,77 @@ def test_a_missing_status_table_fails_naming_the_source(store_url, product_url):
     assert not result.success
     message = result.get_step_failure_events()[0].event_specific_data.error.message
     assert "source 'crawlers'" in message and "spider_status" in message
+
+
+# A crawler: (created, deleted or None, [(minutes, stage)]), minutes after T0; changes of one
+# crawler at distinct minutes (two changes at the same instant have no order).
+_crawler = st.tuples(
+    st.integers(0, 600),
+    st.none() | st.integers(0, 720),
+    st.dictionaries(st.integers(0, 720), st.sampled_from([None, "", "crawl", "parse"]), max_size=8),
+)
+
+
+def _oracle(crawlers, hour_end: datetime) -> tuple[int, int]:
+    total = active = 0
+    for created, deleted, changes in crawlers:
+        if not (T0 + timedelta(minutes=created) < hour_end) or (
+            deleted is not None and T0 + timedelta(minutes=deleted) < hour_end
+        ):
+            continue
+        total += 1
+        before = [m for m in changes if T0 + timedelta(minutes=m) < hour_end]
+        active += bool(before and changes[max(before)])
+    return total, active
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    crawlers=st.lists(_crawler, max_size=6),
+    first_hour=st.integers(0, 12),
+    hours=st.integers(1, 6),
+)
+def test_hourly_counts_match_a_direct_reading_of_the_history(
+    product_url, crawlers, first_hour, hours
+):
+    """Any history, any window: each hour's counts are what the history says at its end."""
+    execute(product_url, "DROP TABLE IF EXISTS status, crawlers")
+    execute(
+        product_url,
+        "CREATE TABLE crawlers (id int, created_at timestamptz, deleted_at timestamptz);"
+        "CREATE TABLE status (crawler int, stage text, at timestamptz)",
+    )
+    for crawler, (created, deleted, changes) in enumerate(crawlers):
+        execute(
+            product_url,
+            "INSERT INTO crawlers VALUES (%s, %s, %s)",
+            (
+                crawler,
+                T0 + timedelta(minutes=created),
+                None if deleted is None else T0 + timedelta(minutes=deleted),
+            ),
+        )
+        for minutes, stage in changes.items():
+            execute(
+                product_url,
+                "INSERT INTO status VALUES (%s, %s, %s)",
+                (crawler, stage, T0 + timedelta(minutes=minutes)),
+            )
+    registry = CrawlerRegistry(
+        url=product_url,
+        crawlers_table="crawlers",
+        deleted_at_column="deleted_at",
+        status_table="status",
+        status_crawler_column="crawler",
+        changed_at_column="at",
+    )
+    start = T0 + timedelta(hours=first_hour)
+    got = registry.status_counts(start, start + timedelta(hours=hours))
+    assert [(hour, total, active) for hour, total, active in got] == [
+        (start + timedelta(hours=h), *_oracle(crawlers, start + timedelta(hours=h + 1)))
+        for h in range(hours)
+    ]
