@@ -8,7 +8,7 @@ import pytest
 from metrics_platform.lib.database import connect
 from metrics_platform.lib.errors import ConfigurationError
 from metrics_platform.lib.store import MIGRATIONS, MetricSpec, ensure_metrics, migrate
-from metrics_platform_tests.conftest import query
+from metrics_platform_tests.conftest import new_database, query
 
 
 def test_migrations_apply_once(store_url):
@@ -125,3 +125,130 @@ def _migrate(url: str) -> None:
         migrate(conn)
     finally:
         conn.close()
+
+
+VALUE_ROWS = {
+    "hourly_values": "'2026-01-01 00:00+00'",
+    "daily_values": "'2026-01-01'",
+    "hourly_kpis": "'2026-01-01 00:00+00'",
+    "daily_kpis": "'2026-01-01'",
+}
+
+
+@pytest.mark.parametrize("table", sorted(VALUE_ROWS))
+def test_value_tables_refuse_metric_ids_missing_from_the_catalog(store_url, table):
+    conn = connect(store_url)
+    try:
+        ids = ensure_metrics(conn, [MetricSpec("known", "sum", "test")])
+        time = VALUE_ROWS[table]
+        with conn, conn.cursor() as cur:
+            cur.execute(f"INSERT INTO metrics.{table} VALUES (%s, {time}, 1)", (ids["known"],))
+        # One unknown id among many known rows fails the whole statement, naming the id.
+        with (
+            pytest.raises(psycopg2.errors.ForeignKeyViolation, match=f"{table}: metric_id 999"),
+            conn,
+            conn.cursor() as cur,
+        ):
+            cur.execute(
+                f"""INSERT INTO metrics.{table}
+                    SELECT id, {time}::{"date" if "daily" in table else "timestamptz"}
+                               + i * interval '1 day', 2
+                    FROM unnest(array[%s, %s, 999]) WITH ORDINALITY AS t(id, i)""",
+                (ids["known"], ids["known"]),
+            )
+        with pytest.raises(psycopg2.errors.ForeignKeyViolation), conn, conn.cursor() as cur:
+            cur.execute(f"UPDATE metrics.{table} SET metric_id = 999")
+        assert query(store_url, f"SELECT metric_id, value FROM metrics.{table}") == [
+            (ids["known"], 1.0)
+        ]
+    finally:
+        conn.close()
+
+
+def test_catalog_rows_with_values_are_kept(store_url):
+    conn = connect(store_url)
+    try:
+        ids = ensure_metrics(
+            conn, [MetricSpec("used", "sum", "test"), MetricSpec("unused", "sum", "test")]
+        )
+        with conn, conn.cursor() as cur:
+            cur.execute(
+                "INSERT INTO metrics.daily_kpis VALUES (%s, '2026-01-01', 1)", (ids["used"],)
+            )
+        for statement in (
+            "DELETE FROM metrics.metric WHERE name = 'used'",
+            "UPDATE metrics.metric SET id = DEFAULT WHERE name = 'used'",
+            "TRUNCATE metrics.metric CASCADE",
+        ):
+            with pytest.raises(psycopg2.errors.ForeignKeyViolation), conn, conn.cursor() as cur:
+                cur.execute(statement)
+        with conn, conn.cursor() as cur:
+            cur.execute("DELETE FROM metrics.metric WHERE name = 'unused'")
+            cur.execute("UPDATE metrics.metric SET unit = 'rows' WHERE name = 'used'")
+    finally:
+        conn.close()
+    assert query(store_url, "SELECT name, unit FROM metrics.metric") == [("used", "rows")]
+
+
+def test_a_metric_being_written_cannot_be_deleted_concurrently(store_url):
+    """The statement-level check locks the catalog rows it relies on, as a foreign key does."""
+    writer, deleter = connect(store_url), connect(store_url)
+    try:
+        ids = ensure_metrics(writer, [MetricSpec("busy", "sum", "test")])
+        with writer.cursor() as cur:  # left open: the write is not committed yet
+            cur.execute(
+                "INSERT INTO metrics.hourly_values VALUES (%s, '2026-01-01 00:00+00', 1)",
+                (ids["busy"],),
+            )
+        with pytest.raises(psycopg2.errors.LockNotAvailable), deleter, deleter.cursor() as cur:
+            cur.execute("SET LOCAL lock_timeout = '200ms'")
+            cur.execute("DELETE FROM metrics.metric WHERE id = %s", (ids["busy"],))
+        writer.commit()
+    finally:
+        writer.close()
+        deleter.close()
+    assert query(store_url, "SELECT count(*) FROM metrics.hourly_values") == [(1,)]
+
+
+@pytest.mark.parametrize("table", sorted(VALUE_ROWS))
+def test_primary_keys_carry_the_value_for_index_only_panel_scans(store_url, table):
+    key = query(
+        store_url,
+        """SELECT i.indnkeyatts, array_agg(a.attname ORDER BY k.position)
+           FROM pg_index i
+           CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, position)
+           JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+           WHERE i.indrelid = to_regclass(%s) AND i.indisprimary
+           GROUP BY i.indnkeyatts""",
+        (f"metrics.{table}",),
+    )
+    time = "hour" if table.startswith("hourly") else "day"
+    assert key == [(2, ["metric_id", time, "value"])]
+
+
+def test_a_store_with_values_upgrades_to_statement_level_checks_in_place(
+    postgres_server, monkeypatch
+):
+    """A store migrated before migration 4, with values in it, is upgraded by `migrate`."""
+    from metrics_platform.lib import store
+
+    url = new_database(postgres_server, "upgrade")
+    conn = connect(url)
+    try:
+        monkeypatch.setattr(store, "MIGRATIONS", MIGRATIONS[:3])
+        assert migrate(conn) == [1, 2, 3]
+        ids = ensure_metrics(conn, [MetricSpec("kept", "sum", "test")])
+        with conn, conn.cursor() as cur:
+            cur.execute(
+                """INSERT INTO metrics.hourly_values
+                   SELECT %s, h, 1 FROM generate_series('2026-01-01 00:00+00'::timestamptz,
+                                                        '2026-01-01 23:00+00', '1 hour') h""",
+                (ids["kept"],),
+            )
+        monkeypatch.setattr(store, "MIGRATIONS", MIGRATIONS)
+        assert migrate(conn) == [4]
+        with pytest.raises(psycopg2.errors.ForeignKeyViolation), conn, conn.cursor() as cur:
+            cur.execute("INSERT INTO metrics.hourly_values VALUES (999, '2026-01-02', 1)")
+    finally:
+        conn.close()
+    assert query(url, "SELECT count(*), sum(value) FROM metrics.hourly_values") == [(24, 24.0)]

@@ -11,7 +11,9 @@ Tables (schema `metrics`):
 - `hourly_kpis`, `daily_kpis`: the same shapes, for KPIs computed from the values.
 
 The primary keys make every write an idempotent upsert and serve Grafana's access pattern (one
-metric over a time range); the secondary time indexes serve the partition-window deletes.
+metric over a time range) with index-only scans: they also carry the value. The secondary time
+indexes serve the partition-window deletes. Metric ids are checked against the catalog once per
+statement by a trigger rather than row by row by a foreign key (see migration 4).
 Views `hourly_values_by_name` and `daily_values_by_name` join the catalog and expose the
 `date` / `hour` columns dashboards group by.
 
@@ -36,6 +38,131 @@ AGGREGATIONS: tuple[str, ...] = ("sum", "last", "recomputed")
 # Keys for pg_advisory_xact_lock; arbitrary but fixed.
 _MIGRATION_LOCK_KEY = 4_712_001
 
+
+# The four value tables: (table, time column). Hourly tables key on the UTC hour, daily ones on
+# the business day.
+VALUE_TABLES: Sequence[tuple[str, str]] = (
+    ("hourly_values", "hour"),
+    ("daily_values", "day"),
+    ("hourly_kpis", "hour"),
+    ("daily_kpis", "day"),
+)
+
+
+def _value_tables(hourly: str, daily: str) -> str:
+    """DDL of a pair of value tables as first created (migration 4 changes their keys)."""
+    return f"""
+        CREATE TABLE metrics.{hourly} (
+            metric_id integer NOT NULL REFERENCES metrics.metric (id),
+            hour      timestamptz NOT NULL CHECK (date_trunc('hour', hour, 'UTC') = hour),
+            value     double precision NOT NULL
+                      CHECK (value > '-Infinity' AND value < 'Infinity'),
+            PRIMARY KEY (metric_id, hour)
+        );
+        CREATE INDEX {hourly}_hour_idx ON metrics.{hourly} (hour);
+
+        CREATE TABLE metrics.{daily} (
+            metric_id integer NOT NULL REFERENCES metrics.metric (id),
+            day       date NOT NULL,
+            value     double precision NOT NULL
+                      CHECK (value > '-Infinity' AND value < 'Infinity'),
+            PRIMARY KEY (metric_id, day)
+        );
+        CREATE INDEX {daily}_day_idx ON metrics.{daily} (day);
+        """
+
+
+def _statement_level_metric_ids() -> str:
+    """Migration 4. Two changes to every value table, both measured (`benchmarks/`):
+
+    - The primary key also carries the value (`INCLUDE (value)`): a panel's query (one metric
+      over a time range) becomes an index-only scan, ~6x faster at 1,000 metrics x 1 year.
+    - The foreign key to the catalog becomes a check made once per statement: Postgres checks a
+      foreign key row by row (one lookup and one row lock per inserted row), which cost a third
+      of a backfill's write rate. The trigger below checks the distinct ids of the whole
+      statement at once and takes the same `FOR KEY SHARE` locks on the catalog rows, so a
+      concurrent delete of a metric still waits or fails; metric ids in a value table cannot be
+      updated; a catalog row that values refer to cannot be deleted, its id not changed, and
+      the catalog cannot be truncated.
+    """
+    functions = """
+        CREATE FUNCTION metrics.check_metric_ids() RETURNS trigger
+        LANGUAGE plpgsql AS $$
+        DECLARE
+            missing integer;
+        BEGIN
+            SELECT n.id INTO missing
+            FROM (SELECT DISTINCT metric_id AS id FROM new_rows) AS n
+            LEFT JOIN (SELECT m.id FROM metrics.metric m
+                       WHERE m.id IN (SELECT metric_id FROM new_rows)
+                       FOR KEY SHARE) AS present USING (id)
+            WHERE present.id IS NULL
+            LIMIT 1;
+            IF FOUND THEN
+                RAISE EXCEPTION USING
+                    ERRCODE = 'foreign_key_violation',
+                    MESSAGE = format('insert into %I.%I: metric_id %s is not in metrics.metric',
+                                     TG_TABLE_SCHEMA, TG_TABLE_NAME, missing);
+            END IF;
+            RETURN NULL;
+        END $$;
+
+        CREATE FUNCTION metrics.keep_metric_id() RETURNS trigger
+        LANGUAGE plpgsql AS $$
+        BEGIN
+            IF NEW.metric_id IS DISTINCT FROM OLD.metric_id THEN
+                RAISE EXCEPTION USING
+                    ERRCODE = 'foreign_key_violation',
+                    MESSAGE = format('%I.%I: metric_id cannot be changed',
+                                     TG_TABLE_SCHEMA, TG_TABLE_NAME);
+            END IF;
+            RETURN NEW;
+        END $$;
+
+        CREATE FUNCTION metrics.keep_referenced_metric() RETURNS trigger
+        LANGUAGE plpgsql AS $$
+        BEGIN
+            IF TG_OP = 'TRUNCATE' THEN
+                RAISE EXCEPTION USING
+                    ERRCODE = 'foreign_key_violation',
+                    MESSAGE = 'metrics.metric cannot be truncated: delete unused metrics instead';
+            END IF;
+            IF TG_OP = 'UPDATE' AND NEW.id IS NOT DISTINCT FROM OLD.id THEN
+                RETURN NEW;
+            END IF;
+            IF EXISTS (SELECT 1 FROM metrics.hourly_values WHERE metric_id = OLD.id)
+               OR EXISTS (SELECT 1 FROM metrics.daily_values WHERE metric_id = OLD.id)
+               OR EXISTS (SELECT 1 FROM metrics.hourly_kpis WHERE metric_id = OLD.id)
+               OR EXISTS (SELECT 1 FROM metrics.daily_kpis WHERE metric_id = OLD.id) THEN
+                RAISE EXCEPTION USING
+                    ERRCODE = 'foreign_key_violation',
+                    MESSAGE = format('metric %s (%s) still has values', OLD.id, OLD.name);
+            END IF;
+            RETURN CASE TG_OP WHEN 'DELETE' THEN OLD ELSE NEW END;
+        END $$;
+
+        CREATE TRIGGER metric_keep_referenced BEFORE DELETE OR UPDATE OF id ON metrics.metric
+            FOR EACH ROW EXECUTE FUNCTION metrics.keep_referenced_metric();
+        CREATE TRIGGER metric_no_truncate BEFORE TRUNCATE ON metrics.metric
+            FOR EACH STATEMENT EXECUTE FUNCTION metrics.keep_referenced_metric();
+    """
+    tables = "".join(
+        f"""
+        ALTER TABLE metrics.{table}
+            DROP CONSTRAINT {table}_metric_id_fkey,
+            DROP CONSTRAINT {table}_pkey,
+            ADD CONSTRAINT {table}_pkey PRIMARY KEY (metric_id, {time}) INCLUDE (value);
+        CREATE TRIGGER {table}_metric_ids AFTER INSERT ON metrics.{table}
+            REFERENCING NEW TABLE AS new_rows
+            FOR EACH STATEMENT EXECUTE FUNCTION metrics.check_metric_ids();
+        CREATE TRIGGER {table}_keep_metric_id BEFORE UPDATE OF metric_id ON metrics.{table}
+            FOR EACH ROW EXECUTE FUNCTION metrics.keep_metric_id();
+        """
+        for table, time in VALUE_TABLES
+    )
+    return functions + tables
+
+
 MIGRATIONS: Sequence[tuple[int, str, str]] = (
     (
         1,
@@ -52,24 +179,9 @@ MIGRATIONS: Sequence[tuple[int, str, str]] = (
             updated_at  timestamptz NOT NULL DEFAULT now()
         );
 
-        CREATE TABLE metrics.hourly_values (
-            metric_id integer NOT NULL REFERENCES metrics.metric (id),
-            hour      timestamptz NOT NULL
-                      CHECK (date_trunc('hour', hour, 'UTC') = hour),
-            value     double precision NOT NULL
-                      CHECK (value > '-Infinity' AND value < 'Infinity'),
-            PRIMARY KEY (metric_id, hour)
-        );
-        CREATE INDEX hourly_values_hour_idx ON metrics.hourly_values (hour);
-
-        CREATE TABLE metrics.daily_values (
-            metric_id integer NOT NULL REFERENCES metrics.metric (id),
-            day       date NOT NULL,
-            value     double precision NOT NULL
-                      CHECK (value > '-Infinity' AND value < 'Infinity'),
-            PRIMARY KEY (metric_id, day)
-        );
-        CREATE INDEX daily_values_day_idx ON metrics.daily_values (day);
+        """
+        + _value_tables("hourly_values", "daily_values")
+        + """
 
         CREATE VIEW metrics.hourly_values_by_name AS
         SELECT m.name AS metric,
@@ -98,23 +210,8 @@ MIGRATIONS: Sequence[tuple[int, str, str]] = (
     (
         3,
         "KPI values, hourly and daily, and views that include them",
-        """
-        CREATE TABLE metrics.hourly_kpis (
-            metric_id integer NOT NULL REFERENCES metrics.metric (id),
-            hour      timestamptz NOT NULL CHECK (date_trunc('hour', hour, 'UTC') = hour),
-            value     double precision NOT NULL
-                      CHECK (value > '-Infinity' AND value < 'Infinity'),
-            PRIMARY KEY (metric_id, hour)
-        );
-        CREATE INDEX hourly_kpis_hour_idx ON metrics.hourly_kpis (hour);
-        CREATE TABLE metrics.daily_kpis (
-            metric_id integer NOT NULL REFERENCES metrics.metric (id),
-            day       date NOT NULL,
-            value     double precision NOT NULL
-                      CHECK (value > '-Infinity' AND value < 'Infinity'),
-            PRIMARY KEY (metric_id, day)
-        );
-        CREATE INDEX daily_kpis_day_idx ON metrics.daily_kpis (day);
+        _value_tables("hourly_kpis", "daily_kpis")
+        + """
 
         CREATE OR REPLACE VIEW metrics.hourly_values_by_name AS
         SELECT m.name AS metric,
@@ -134,6 +231,11 @@ MIGRATIONS: Sequence[tuple[int, str, str]] = (
               SELECT metric_id, day, value FROM metrics.daily_kpis) v
         JOIN metrics.metric m ON m.id = v.metric_id;
         """,
+    ),
+    (
+        4,
+        "value tables: primary keys that include the value; metric ids checked per statement",
+        _statement_level_metric_ids(),
     ),
 )
 
