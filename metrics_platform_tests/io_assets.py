@@ -16,6 +16,7 @@ class ValuesConfig(dg.Config):
     metrics: list[str] = METRICS
     rows_per_hour: int = 0  # extra filler rows per hour, to make a write large
     outside_window: bool = False  # emit one row for the hour after the window
+    repeat_a_key: bool = False  # emit the first row twice
 
 
 def values_frame(start, end, config: ValuesConfig) -> pd.DataFrame:
@@ -33,6 +34,8 @@ def values_frame(start, end, config: ValuesConfig) -> pd.DataFrame:
     if config.outside_window:
         extra = pd.DataFrame({"hour": [pd.Timestamp(end)], "metric": ["alpha"], "value": [1.0]})
         frame = pd.concat([frame, extra], ignore_index=True)
+    if config.repeat_a_key:
+        frame = pd.concat([frame, frame.iloc[:1]], ignore_index=True)
     return frame
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import dagster as dg
 import pandas as pd
+import pytest
 
 from metrics_platform.lib.postgres_io import PostgresPandasIOManager
 from metrics_platform_tests import io_assets
@@ -102,20 +103,34 @@ def test_a_daily_partition_loads_exactly_its_24_hours(store_url):
     assert [str(d[0]) for d in days] == ["2026-03-10"]
 
 
-def test_rows_outside_the_partition_are_refused_and_nothing_changes(store_url):
+@pytest.mark.parametrize(
+    "config, expected",
+    [
+        ({"outside_window": True}, ["fall outside the partition being written"]),
+        (
+            {"repeat_a_key": True},
+            [
+                "test_io.values: the output has more than one row for a key",
+                "(metric, hour)=(alpha, 2026-03-10 05:00:00+00)",
+            ],
+        ),
+    ],
+    ids=["rows outside the partition", "a key repeated"],
+)
+def test_a_bad_output_is_refused_and_nothing_changes(store_url, config, expected):
     run(store_url, [io_assets.values], partition_key=HOUR)
     before = table(store_url)
     result = run(
         store_url,
         [io_assets.values],
         partition_key=HOUR,
-        config={"version": 3, "outside_window": True},
+        config={"version": 3, **config},
         raise_on_error=False,
     )
     assert not result.success
     error = result.get_step_failure_events()[0].event_specific_data.error
     messages = [error.message] + ([error.cause.message] if error.cause else [])
-    assert any("fall outside the partition being written" in m for m in messages)
+    assert any(all(part in m for part in expected) for m in messages), messages
     assert table(store_url) == before
 
 
