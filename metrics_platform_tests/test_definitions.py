@@ -72,11 +72,13 @@ def test_the_instance_stores_runs_in_postgres_and_queues_them(tmp_path, store_ur
     monkeypatch.setenv("METRICS_PLATFORM_DATABASE_URL", store_url)
     with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
         assert type(instance.run_storage).__name__ == "PostgresRunStorage"
-        assert type(instance.event_log_storage).__name__ == "PostgresEventLogStorage"
+        assert type(instance.event_log_storage).__name__ == "BatchedPostgresEventLogStorage"
+        assert type(instance.schedule_storage).__name__ == "PostgresScheduleStorage"
         assert type(instance.run_coordinator).__name__ == "QueuedRunCoordinator"
         assert instance.get_run_records() == []
     config = yaml.safe_load((REPO / "dagster.yaml").read_text())
-    assert config["storage"]["postgres"]["postgres_url"] == {"env": "METRICS_PLATFORM_DATABASE_URL"}
+    for storage in ("run_storage", "event_log_storage", "schedule_storage"):
+        assert config[storage]["config"]["postgres_url"] == {"env": "METRICS_PLATFORM_DATABASE_URL"}
 
 
 def test_dagster_packages_are_pinned_together_and_pip_check_is_clean():
@@ -113,6 +115,7 @@ def test_the_production_instance_config_loads_with_its_queue(tmp_path, store_url
     monkeypatch.setenv("METRICS_PLATFORM_COMPUTE_LOG_DIR", str(tmp_path / "logs"))
     with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
         assert type(instance.run_storage).__name__ == "PostgresRunStorage"
+        assert type(instance.event_log_storage).__name__ == "BatchedPostgresEventLogStorage"
         assert type(instance.run_coordinator).__name__ == "QueuedRunCoordinator"
     values = yaml.safe_load((REPO / "deploy" / "helm-values.yaml").read_text())
     limits = values["dagsterDaemon"]["runCoordinator"]["config"]["queuedRunCoordinator"]

@@ -1,0 +1,195 @@
+"""The batched event log storage stores what dagster-postgres's own class stores.
+
+The same range runs (one that succeeds, one that fails) go to two Postgres instances: one with
+dagster-postgres's `PostgresEventLogStorage` and Dagster's default (unbatched) event writes, one
+with `BatchedPostgresEventLogStorage` as configured in `dagster.yaml`. Everything Dagster reads
+back must be the same: each run's events, materialized / failed partitions, check executions
+per partition, the assets' latest events. This is the test to run before moving the dagster or
+dagster-postgres pins, since the class overrides their internals.
+"""
+
+import os
+from collections import Counter
+
+import dagster as dg
+import pytest
+import sqlalchemy
+from dagster._core.storage.event_log.schema import AssetEventTagsTable
+from dagster._core.storage.partition_status_cache import get_and_update_asset_status_cache_value
+
+from metrics_platform.lib.event_log import EVENT_BATCH_SIZE_ENV, BatchedPostgresEventLogStorage
+from metrics_platform_tests.conftest import RANGE_TAGS, new_database
+
+HOURS = dg.HourlyPartitionsDefinition(start_date="2026-01-01-00:00")
+FIRST_RANGE = ("2026-01-01-00:00", "2026-01-02-23:00")  # 48 partitions
+FAILING_RANGE = ("2026-01-03-00:00", "2026-01-03-11:00")
+
+
+class NumbersConfig(dg.Config):
+    fail: bool = False
+
+
+@dg.asset(
+    partitions_def=HOURS,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    check_specs=[dg.AssetCheckSpec("covers_the_window", asset="numbers")],
+)
+def numbers(context: dg.AssetExecutionContext, config: NumbersConfig):
+    if config.fail:
+        raise RuntimeError("the source is down")
+    keys = context.partition_keys
+    yield dg.MaterializeResult(metadata={"partitions": len(keys)}, data_version=dg.DataVersion("1"))
+    yield dg.AssetCheckResult(passed=True)
+
+
+@dg.asset(
+    partitions_def=HOURS,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    deps=[numbers],
+    check_specs=[dg.AssetCheckSpec("positive", asset="doubled")],
+)
+def doubled(context: dg.AssetExecutionContext):
+    yield dg.MaterializeResult(metadata={"partitions": len(context.partition_keys)})
+    yield dg.AssetCheckResult(passed=True)
+
+
+INSTANCE_YAML = """
+run_storage:
+  module: dagster_postgres.run_storage
+  class: PostgresRunStorage
+  config: {{postgres_url: "{url}"}}
+event_log_storage:
+  module: {module}
+  class: {cls}
+  config: {{postgres_url: "{url}"}}
+schedule_storage:
+  module: dagster_postgres.schedule_storage
+  class: PostgresScheduleStorage
+  config: {{postgres_url: "{url}"}}
+"""
+
+
+def _instance(tmp_path, url: str, module: str, cls: str) -> dg.DagsterInstance:
+    home = tmp_path / cls
+    home.mkdir()
+    (home / "dagster.yaml").write_text(INSTANCE_YAML.format(url=url, module=module, cls=cls))
+    return dg.DagsterInstance.from_config(str(home))
+
+
+def _run_both_ranges(instance: dg.DagsterInstance) -> list[str]:
+    run_ids = []
+    for (start, end), fail in ((FIRST_RANGE, False), (FAILING_RANGE, True)):
+        result = dg.materialize(
+            [numbers, doubled],
+            instance=instance,
+            tags=dict(zip(RANGE_TAGS, (start, end))),
+            run_config={"ops": {"numbers": {"config": {"fail": fail}}}},
+            raise_on_error=False,
+        )
+        assert result.success is not fail
+        run_ids.append(result.run_id)
+    return run_ids
+
+
+def _what_dagster_reads(instance: dg.DagsterInstance, run_ids: list[str]) -> dict:
+    seen: dict = {}
+    for number, run_id in enumerate(run_ids):
+        records = instance.get_records_for_run(run_id, limit=100_000).records
+        seen[f"run {number} events"] = Counter(
+            (
+                record.event_log_entry.dagster_event_type,
+                str(record.event_log_entry.dagster_event.asset_key)
+                if record.event_log_entry.dagster_event
+                else None,
+                record.event_log_entry.dagster_event.partition
+                if record.event_log_entry.dagster_event
+                else None,
+            )
+            for record in records
+            if record.event_log_entry.is_dagster_event
+        )
+    for asset in (numbers, doubled):
+        key = asset.key
+        status = get_and_update_asset_status_cache_value(instance, key, HOURS)
+        seen[f"{key} partitions"] = {
+            "materialized": sorted(
+                status.deserialize_materialized_partition_subsets(HOURS).get_partition_keys()
+            ),
+            "failed": sorted(
+                status.deserialize_failed_partition_subsets(HOURS).get_partition_keys()
+            ),
+            "in progress": sorted(
+                status.deserialize_in_progress_partition_subsets(HOURS).get_partition_keys()
+            ),
+        }
+        record = instance.get_asset_records([key])[0]
+        entry = record.asset_entry
+        seen[f"{key} latest"] = (
+            entry.last_materialization.dagster_event.partition,
+            entry.last_run_id == run_ids[-1] or entry.last_run_id == run_ids[0],
+        )
+        # The indexed tags of each event (data versions; derived ones hash storage ids, so keys).
+        with instance.event_log_storage.index_connection() as conn:
+            tags = Counter(
+                conn.execute(
+                    sqlalchemy.select(AssetEventTagsTable.c.key).where(
+                        AssetEventTagsTable.c.asset_key == key.to_string()
+                    )
+                ).all()
+            )
+        assert tags  # the data version tags of every materialization
+        seen[f"{key} event tags"] = tags
+        for check in asset.check_keys:
+            history = instance.event_log_storage.get_asset_check_execution_history(
+                check, limit=100_000
+            )
+            seen[f"{check} executions"] = Counter(
+                (execution.partition, execution.status.value) for execution in history
+            )
+    return seen
+
+
+def test_batched_storage_stores_what_dagster_postgres_stores(
+    tmp_path, postgres_server, monkeypatch
+):
+    monkeypatch.delenv(EVENT_BATCH_SIZE_ENV, raising=False)
+    reference_url = new_database(postgres_server, "events_reference")
+    with _instance(
+        tmp_path, reference_url, "dagster_postgres.event_log", "PostgresEventLogStorage"
+    ) as reference:
+        reference_seen = _what_dagster_reads(reference, _run_both_ranges(reference))
+
+    batched_url = new_database(postgres_server, "events_batched")
+    with _instance(
+        tmp_path, batched_url, "metrics_platform.lib.event_log", "BatchedPostgresEventLogStorage"
+    ) as batched:
+        assert isinstance(batched.event_log_storage, BatchedPostgresEventLogStorage)
+        assert os.environ[EVENT_BATCH_SIZE_ENV] == "1000"  # batches reach the storage
+        batched_seen = _what_dagster_reads(batched, _run_both_ranges(batched))
+
+    assert batched_seen == reference_seen
+    # And what is seen is right: the first range materialized, the failed range shown failed.
+    numbers_partitions = batched_seen[f"{numbers.key} partitions"]
+    assert len(numbers_partitions["materialized"]) == 48
+    assert numbers_partitions["failed"] == HOURS.get_partition_keys_in_range(
+        dg.PartitionKeyRange(*FAILING_RANGE)
+    )
+    assert numbers_partitions["in progress"] == []
+    executions = batched_seen[f"{next(iter(numbers.check_keys))} executions"]
+    planned = {partition for partition, status in executions if status == "PLANNED"}
+    assert len(planned) == 48 + 12  # one check row per partition of both runs
+
+
+@pytest.mark.parametrize("preset", [None, "25"])
+def test_the_storage_turns_batching_on_unless_the_operator_chose(
+    tmp_path, postgres_server, monkeypatch, preset
+):
+    if preset is None:
+        monkeypatch.delenv(EVENT_BATCH_SIZE_ENV, raising=False)
+    else:
+        monkeypatch.setenv(EVENT_BATCH_SIZE_ENV, preset)
+    url = new_database(postgres_server, "events_env")
+    with _instance(
+        tmp_path, url, "metrics_platform.lib.event_log", "BatchedPostgresEventLogStorage"
+    ):
+        assert os.environ[EVENT_BATCH_SIZE_ENV] == (preset or "1000")
