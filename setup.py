@@ -12,7 +12,7 @@ setup(
         "business metrics in Postgres, read by Grafana."
     ),
     license="Apache-2.0",
-    packages=find_packages(exclude=["metrics_platform_tests*"]),
+    packages=find_packages(exclude=["metrics_platform_tests*", "benchmarks*"]),
     package_data={"metrics_platform": ["py.typed", "demo/*.yaml"]},
     python_requires=">=3.10,<3.14",
     install_requires=[

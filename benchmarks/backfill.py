@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
+import os
 import resource
 import sys
 import time
@@ -107,12 +108,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     _install_timers()
-    import os
-
-    if os.environ.get("METRICS_PLATFORM_BENCHMARK_OVERRIDES"):
-        from benchmarks.overrides import apply_crawler_query
-
-        apply_crawler_query()
 
     import dagster as dg
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -19,7 +18,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from benchmarks.overrides import instance_yaml
+import yaml
+
 from metrics_platform.lib.database import (
     DATABASE_URL_ENV,
     PRODUCT_DATABASE_URL_ENV,
@@ -29,20 +29,19 @@ from metrics_platform.lib.embedded_postgres import EmbeddedPostgres
 from metrics_platform.lib.settings import CONFIG_ENV
 
 REPO = Path(__file__).resolve().parent.parent
-OVERRIDES_ENV = "METRICS_PLATFORM_BENCHMARK_OVERRIDES"
 RUN_TIMEOUT_SECONDS = 4 * 3600  # Dagster's default instance settings take hours for a year
 HISTORY_START_ENV = "METRICS_PLATFORM_HISTORY_START"
 
 
-# Instance settings for long single-run backfills (environment of the run process):
-# - DAGSTER_EVENT_BATCH_SIZE: a range run's per-partition materializations are written a
-#   thousand per INSERT instead of one INSERT (and two new connections) each;
+# Dagster's own levers for long single-run backfills, in the environment of the run process:
+# - DAGSTER_EVENT_BATCH_SIZE: a range run's per-partition events reach the event log storage in
+#   batches (the repository's storage turns it on by itself);
 # - DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS: one "materialization planned" event per
-#   asset for the whole range instead of one per partition, each stored on its own.
-RECOMMENDED_ENV = {
-    "DAGSTER_EVENT_BATCH_SIZE": "1000",
-    "DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS": "true",
-}
+#   asset for the whole range instead of one per partition, which dagster-postgres stores one
+#   by one. Its price: the partitions of a failed range run are not shown as failed.
+BATCH_ENV = {"DAGSTER_EVENT_BATCH_SIZE": "1000"}
+SUBSET_ENV = {**BATCH_ENV, "DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS": "true"}
+DAGSTER_POSTGRES_EVENT_LOG = ("dagster_postgres.event_log", "PostgresEventLogStorage")
 
 
 @dataclass(frozen=True)
@@ -53,36 +52,36 @@ class Variant:
     socket: bool  # Unix socket instead of TCP on 127.0.0.1
     env: dict = field(default_factory=dict)
     description: str = ""
-    proposed: bool = False  # with the changes proposed outside the write path (overrides.py)
+    # Event log storage (module, class) in place of the repository's, if any.
+    event_log: tuple[str, str] | None = None
 
 
 VARIANTS = {
     variant.name: variant
     for variant in (
-        Variant("tcp", False, RECOMMENDED_ENV, "TCP, recommended instance settings"),
-        Variant("socket", True, RECOMMENDED_ENV, "Unix socket, recommended instance settings"),
-        Variant("tcp-defaults", False, {}, "TCP, Dagster's default instance settings"),
-        Variant("socket-defaults", True, {}, "Unix socket, Dagster's default instance settings"),
+        Variant("tcp", False, {}, "TCP, the repository's dagster.yaml"),
+        Variant("socket", True, {}, "Unix socket, the repository's dagster.yaml"),
         Variant(
-            "socket-proposed",
+            "socket-dagster-postgres-subset",
             True,
-            RECOMMENDED_ENV,
-            "Unix socket, recommended instance settings, proposed crawler query and event log "
-            "storage",
-            proposed=True,
+            SUBSET_ENV,
+            "Unix socket, dagster-postgres's event log storage, batched events and planned "
+            "events per range (failed range partitions not shown as failed)",
+            DAGSTER_POSTGRES_EVENT_LOG,
         ),
         Variant(
-            "tcp-proposed",
-            False,
-            RECOMMENDED_ENV,
-            "TCP, recommended instance settings, proposed crawler query and event log storage",
-            proposed=True,
+            "socket-dagster-postgres-batched",
+            True,
+            BATCH_ENV,
+            "Unix socket, dagster-postgres's event log storage, batched events",
+            DAGSTER_POSTGRES_EVENT_LOG,
         ),
         Variant(
-            "socket-batch-only",
+            "socket-dagster-defaults",
             True,
-            {"DAGSTER_EVENT_BATCH_SIZE": "1000"},
-            "Unix socket, DAGSTER_EVENT_BATCH_SIZE=1000 only",
+            {},
+            "Unix socket, dagster-postgres's event log storage, Dagster's default settings",
+            DAGSTER_POSTGRES_EVENT_LOG,
         ),
     )
 }
@@ -124,7 +123,7 @@ def _child_env(
         "DAGSTER_HOME": str(home),
         "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
     }
-    for key in (*RECOMMENDED_ENV, OVERRIDES_ENV):
+    for key in SUBSET_ENV:
         env.pop(key, None)
     env.update(variant.env)
     return env
@@ -185,20 +184,14 @@ def backfill_graph(
     store_url = server.socket_url(dbname) if variant.socket else server.url(dbname)
     home = scratch / f"dagster_home_{variant.name}"
     home.mkdir(parents=True, exist_ok=True)
-    if variant.proposed:
-        (home / "dagster.yaml").write_text(
-            instance_yaml(
-                (REPO / "dagster.yaml").read_text(),
-                "benchmarks.overrides",
-                "BatchedPostgresEventLogStorage",
-            )
-        )
-    else:
-        # The repository's instance settings, unchanged: storage in METRICS_PLATFORM_DATABASE_URL.
-        shutil.copyfile(REPO / "dagster.yaml", home / "dagster.yaml")
+    # The repository's instance settings (storage in METRICS_PLATFORM_DATABASE_URL), with the
+    # variant's event log storage class if it has one.
+    settings = yaml.safe_load((REPO / "dagster.yaml").read_text())
+    if variant.event_log:
+        module, cls = variant.event_log
+        settings["event_log_storage"].update({"module": module, "class": cls})
+    (home / "dagster.yaml").write_text(yaml.safe_dump(settings, sort_keys=False))
     env = _child_env(variant, store_url, product_url, settings_file, home, span)
-    if variant.proposed:
-        env[OVERRIDES_ENV] = "1"
 
     def profile(job):
         return profile_dir / f"{variant.name}_{job}.html" if profile_dir else None

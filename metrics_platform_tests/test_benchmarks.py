@@ -32,7 +32,8 @@ def test_the_quick_benchmark_completes_and_prints_every_section():
         "3. Panel queries",
         "hourly values by day",
         "daily values",
-        "with the proposed primary keys",
+        "primary keys INCLUDE (value)",
+        "row-by-row foreign key",
         "benchmark finished",
     ):
         assert expected in report, f"{expected!r} missing from the report:\n{report}"
