@@ -394,16 +394,16 @@ def test_the_dashboards_role_reads_the_metrics_and_nothing_else(
 
 # What the platform's writer needs in the metric store: connect and stage COPYs in temporary
 # tables; read and extend the catalog (INSERT ... ON CONFLICT DO UPDATE needs UPDATE); replace
-# windows of the value tables (SELECT, INSERT, UPDATE, DELETE); create the raw tables in `raw`; and
-# CREATE on `metrics`, only because every run and every registration calls `store.migrate`, whose
-# `CREATE TABLE IF NOT EXISTS metrics.schema_migrations` is checked against it even when the table
-# exists. Pending migrations still need the schema's owner. In the product database: CONNECT, and
-# SELECT on the counted tables, the crawler tables and the events table.
+# windows of the value tables (SELECT, INSERT, UPDATE, DELETE; UPDATE on the catalog also lets
+# the metric id check lock the catalog rows it relies on); create the raw tables in `raw`; read
+# `schema_migrations` (every run calls `store.migrate`). Pending migrations need the schema's
+# owner. In the product database: CONNECT, and SELECT on the counted tables, the crawler tables
+# and the events table.
 WRITER_GRANTS = """
 REVOKE ALL ON DATABASE {db} FROM PUBLIC;
 REVOKE ALL ON SCHEMA public FROM PUBLIC;
 GRANT CONNECT, TEMPORARY ON DATABASE {db} TO {role};
-GRANT USAGE, CREATE ON SCHEMA metrics TO {role};
+GRANT USAGE ON SCHEMA metrics TO {role};
 GRANT USAGE, CREATE ON SCHEMA raw TO {role};
 GRANT SELECT ON metrics.schema_migrations TO {role};
 GRANT SELECT, INSERT, UPDATE ON metrics.metric TO {role};
@@ -442,6 +442,7 @@ def test_the_writer_needs_only_these_privileges(postgres_server, store_url):
         "DROP TABLE metrics.hourly_values",
         "ALTER TABLE metrics.metric ADD COLUMN x integer",
         "CREATE SCHEMA elsewhere",
+        "CREATE TABLE metrics.elsewhere (i integer)",
     ):
         assert denied(writer, statement) is psycopg2.errors.InsufficientPrivilege, statement
 

@@ -10,7 +10,7 @@ Tables (schema `metrics`):
 - `daily_values`: (metric_id, day, value).
 - `hourly_kpis`, `daily_kpis`: the same shapes, for KPIs computed from the values.
 
-The primary keys make every write an idempotent upsert and serve Grafana's access pattern (one
+The primary keys keep one value per metric and period, and serve Grafana's access pattern (one
 metric over a time range) with index-only scans: they also carry the value. The secondary time
 indexes serve the partition-window deletes. Metric ids are checked against the catalog once per
 statement by a trigger rather than row by row by a foreign key (see migration 4).
@@ -247,12 +247,16 @@ def migrate(conn: psycopg2.extensions.connection) -> list[int]:
         cur.execute("SELECT to_regnamespace(%s) IS NOT NULL", (SCHEMA,))
         if not cur.fetchone()[0]:
             cur.execute(f"CREATE SCHEMA {SCHEMA}")
-        cur.execute(
-            f"""CREATE TABLE IF NOT EXISTS {SCHEMA}.schema_migrations (
-                    version integer PRIMARY KEY,
-                    description text NOT NULL,
-                    applied_at timestamptz NOT NULL DEFAULT now())"""
-        )
+        # Checked first, so that a writer without CREATE on the schema can call `migrate` on
+        # an up-to-date store (Postgres checks CREATE TABLE IF NOT EXISTS against the privilege).
+        cur.execute("SELECT to_regclass(%s) IS NOT NULL", (f"{SCHEMA}.schema_migrations",))
+        if not cur.fetchone()[0]:
+            cur.execute(
+                f"""CREATE TABLE {SCHEMA}.schema_migrations (
+                        version integer PRIMARY KEY,
+                        description text NOT NULL,
+                        applied_at timestamptz NOT NULL DEFAULT now())"""
+            )
         cur.execute(f"SELECT version FROM {SCHEMA}.schema_migrations")
         done = {row[0] for row in cur.fetchall()}
         applied = []
