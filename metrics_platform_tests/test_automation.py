@@ -7,7 +7,12 @@ import dagster as dg
 import pytest
 
 from metrics_platform.definitions import build_definitions
-from metrics_platform.defs.automation.schedules import closed_hour, lag_minutes
+from metrics_platform.defs.automation.schedules import (
+    closed_hour,
+    lag_minutes,
+    revisit_hours,
+    revisited_hours,
+)
 from metrics_platform.defs.metrics.assets import DAILY_VALUES_KEY, HOURLY_VALUES_KEY
 from metrics_platform.lib.database import DATABASE_URL_ENV, PRODUCT_DATABASE_URL_ENV
 from metrics_platform.lib.demo_data import seed_product_database
@@ -64,6 +69,48 @@ def test_each_enabled_source_has_a_running_schedule_with_its_lag():
 def test_a_bad_lag_is_refused_with_its_key():
     with pytest.raises(ConfigurationError, match=r"schedule\.lag_minutes\.ga4"):
         lag_minutes({"lag_minutes": {"ga4": -5}}, "ga4")
+
+
+@pytest.mark.parametrize(
+    "tick, lag, hours, expected",
+    [
+        ("2026-03-11T03:05:00", 5, 48, ("2026-03-09-03:00", "2026-03-11-02:00")),
+        ("2026-03-11T03:30:00", 90, 2, ("2026-03-11-00:00", "2026-03-11-01:00")),
+        ("2025-01-01T03:05:00", 5, 48, ("2025-01-01-00:00", "2025-01-01-02:00")),  # history start
+    ],
+)
+def test_a_revisit_rereads_the_hours_that_closed_before_it(tick, lag, hours, expected):
+    tick = datetime.fromisoformat(tick).replace(tzinfo=timezone.utc)
+    assert revisited_hours(tick, lag, hours) == expected
+
+
+def test_ga4_is_revisited_daily_over_two_days_unless_set_otherwise():
+    assert revisit_hours({}, "ga4") == 48
+    assert revisit_hours({}, "events") == 0
+    assert revisit_hours({"revisit_hours": {"default": 6}}, "events") == 6
+    assert revisit_hours({"revisit_hours": {"ga4": 0}}, "ga4") == 0
+    with pytest.raises(ConfigurationError, match=r"schedule\.revisit_hours\.ga4"):
+        revisit_hours({"revisit_hours": {"ga4": "48"}}, "ga4")
+    with pytest.raises(ConfigurationError, match=r"schedule\.revisit_hour: unknown setting"):
+        build_definitions({**SETTINGS, "schedule": {"revisit_hour": {"ga4": 48}}}, ENV)
+
+
+def test_a_revisit_schedule_requests_one_range_run_of_its_source():
+    settings = {**SETTINGS, "schedule": {"revisit_hours": {"events": 24}}}
+    schedules = {s.name: s for s in build_definitions(settings, ENV).schedules}
+    assert "product_db_revisit_schedule" not in schedules
+    revisit = schedules["events_revisit_schedule"]
+    assert revisit.cron_schedule == "5 3 * * *"
+    assert revisit.job_name == schedules["events_hourly_schedule"].job_name
+    with dg.instance_for_test() as instance:
+        context = dg.build_schedule_context(
+            instance=instance,
+            scheduled_execution_time=datetime(2026, 3, 11, 3, 5, tzinfo=timezone.utc),
+        )
+        request = revisit(context)
+    assert request.partition_key is None
+    assert [request.tags[tag] for tag in RANGE_TAGS] == ["2026-03-10-03:00", "2026-03-11-02:00"]
+    assert request.run_key == "revisit 2026-03-10-03:00...2026-03-11-02:00"
 
 
 def requested(defs, instance, cursor):

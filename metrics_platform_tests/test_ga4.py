@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from hypothesis import given
 from hypothesis import strategies as st
 
+from metrics_platform.defs.automation.schedules import revisit_hours, revisited_hours
 from metrics_platform.defs.metric_store import MetricStore
 from metrics_platform.defs.metrics.assets import build_hourly_values
 from metrics_platform.defs.sources import ga4
@@ -620,3 +621,31 @@ def test_a_server_that_keeps_failing_fails_only_the_ga4_asset(store_url, server,
     )
     assert len(server.requests) == 3 * 2
     assert query(store_url, "SELECT count(*) FROM metrics.hourly_values") == [(0,)]
+
+
+def test_the_daily_revisit_replaces_the_hours_ga4_revised(store_url, server):
+    """GA4 keeps processing an hour's data for up to two days: the revisit schedule's range run
+    re-reads the last 48 closed hours, and hourly values follow the revised answer."""
+    server.now = lambda: utc(2026, 3, 12, 3, 5)
+    resource = client(server, metrics=SESSIONS)
+    assert materialize(store_url, resource, "2026-03-09-00:00", "2026-03-12-02:00").success
+
+    def revised(hour: datetime) -> dict[str, int]:
+        values = sample_values(hour)
+        return {**values, "sessions": values["sessions"] + 7}
+
+    server.values = revised
+    first, last = revisited_hours(server.now(), 5, revisit_hours({}, "ga4"))
+    assert materialize(store_url, resource, first, last).success
+
+    rows = query(store_url, "SELECT time, value FROM metrics.hourly_values_by_name")
+    stored = {pd.Timestamp(t): v for t, v in rows}
+    revisited = hours("2026-03-10 03:00", 48)
+    assert {h: stored[h] for h in revisited} == {
+        h: float(revised(h)["sessions"]) for h in revisited
+    }
+    before = hours("2026-03-09 00:00", 27)  # closed earlier: left as first stored
+    assert {h: stored[h] for h in before} == {
+        h: float(sample_values(h)["sessions"]) for h in before
+    }
+    assert len(stored) == 27 + 48

@@ -98,6 +98,8 @@ class SampleGA4Server:
         self.requests: list[dict] = []
         self.authorizations: list[str | None] = []
         self.now = now or (lambda: datetime.now(timezone.utc))
+        # The numbers of each hour; replace it to have the server revise past hours as GA4 does.
+        self.values: Callable[[datetime], dict[str, int]] = sample_values
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._httpd = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
@@ -157,7 +159,7 @@ class SampleGA4Server:
         )
         by_date_hour: dict[str, list[int]] = {}
         while hour < until:  # only closed hours have data
-            values = sample_values(hour)
+            values = self.values(hour)
             sums = by_date_hour.setdefault(
                 hour.astimezone(zone).strftime("%Y%m%d%H"), [0] * len(metrics)
             )
