@@ -17,6 +17,7 @@ class ValuesConfig(dg.Config):
     rows_per_hour: int = 0  # extra filler rows per hour, to make a write large
     outside_window: bool = False  # emit one row for the hour after the window
     repeat_a_key: bool = False  # emit the first row twice
+    extra_column: bool = False  # emit a column the asset does not declare
 
 
 def values_frame(start, end, config: ValuesConfig) -> pd.DataFrame:
@@ -36,6 +37,8 @@ def values_frame(start, end, config: ValuesConfig) -> pd.DataFrame:
         frame = pd.concat([frame, extra], ignore_index=True)
     if config.repeat_a_key:
         frame = pd.concat([frame, frame.iloc[:1]], ignore_index=True)
+    if config.extra_column:
+        frame["note"] = "unexpected"
     return frame
 
 
@@ -43,7 +46,17 @@ def values_frame(start, end, config: ValuesConfig) -> pd.DataFrame:
     key=VALUES_KEY,
     partitions_def=hourly_partitions,
     backfill_policy=single_run,
-    metadata={"partition_expr": "hour", "primary_key": ["metric", "hour"]},
+    metadata={
+        "partition_expr": "hour",
+        "primary_key": ["metric", "hour"],
+        "dagster/column_schema": dg.TableSchema(
+            columns=[
+                dg.TableColumn("hour", "timestamptz"),
+                dg.TableColumn("metric", "text"),
+                dg.TableColumn("value", "double precision"),
+            ]
+        ),
+    },
 )
 def values(context: dg.AssetExecutionContext, config: ValuesConfig) -> pd.DataFrame:
     window = context.partition_time_window

@@ -124,3 +124,21 @@ def test_the_production_instance_config_loads_with_its_queue(tmp_path, store_url
         "value": {"applyLimitPerUniqueValue": True},
         "limit": 1,
     } in limits["tagConcurrencyLimits"]
+
+
+def test_every_table_asset_declares_its_columns():
+    """Assets stored by the IO manager declare `dagster/column_schema`: shown before the first
+    materialization, checked against every output."""
+    from metrics_platform_tests.conftest import platform_assets
+
+    stored = [
+        spec
+        for asset in platform_assets()
+        for spec in asset.specs
+        if "partition_expr" in spec.metadata
+    ]
+    assert len(stored) >= 8
+    for spec in stored:
+        schema = spec.metadata["dagster/column_schema"]
+        names = [column.name for column in schema.columns]
+        assert names[-1] == "value" and spec.metadata["partition_expr"] in names, spec.key

@@ -42,9 +42,15 @@ def table(url, name="test_io.values"):
 def test_materializing_a_partition_twice_gives_the_same_table(store_url):
     run(store_url, [io_assets.values], partition_key=HOUR)
     first = table(store_url)
-    run(store_url, [io_assets.values], partition_key=HOUR)
+    result = run(store_url, [io_assets.values], partition_key=HOUR)
     assert table(store_url) == first
     assert len(first) == len(io_assets.METRICS)
+    metadata = result.asset_materializations_for_node("test_io__values")[0].metadata
+    assert metadata["dagster/partition_row_count"].value == len(first)
+    assert metadata["rows_written"].value == len(first)
+    assert "| beta     |" in metadata["preview"].value
+    # The asset declares its columns: they are not repeated on every materialization.
+    assert "dagster/column_schema" not in metadata
 
 
 def test_writing_an_hour_replaces_exactly_that_hour(store_url):
@@ -86,13 +92,22 @@ def test_a_daily_partition_loads_exactly_its_24_hours(store_url):
     run(store_url, [io_assets.values], partition_range=("2026-03-09-00:00", "2026-03-11-23:00"))
     io_assets.loaded_windows.clear()
     with dg.instance_for_test() as instance:
-        dg.materialize(
+        result = dg.materialize(
             [io_assets.values, io_assets.daily],
             selection=[io_assets.DAILY_KEY],
             instance=instance,
             resources={"io_manager": PostgresPandasIOManager(url=store_url, migrate_store=False)},
             partition_key="2026-03-10",
         )
+    # An asset that declares no columns gets the schema of its frame on each materialization.
+    schema = result.asset_materializations_for_node("test_io__daily")[0].metadata[
+        "dagster/column_schema"
+    ]
+    assert sorted((c.name, c.type) for c in schema.schema.columns) == [
+        ("day", "date"),
+        ("metric", "text"),
+        ("value", "double precision"),
+    ]
     loaded = io_assets.loaded_windows[-1]
     hours = sorted(loaded["hour"].unique())
     assert len(hours) == 24
@@ -114,8 +129,12 @@ def test_a_daily_partition_loads_exactly_its_24_hours(store_url):
                 "(metric, hour)=(alpha, 2026-03-10 05:00:00+00)",
             ],
         ),
+        (
+            {"extra_column": True},
+            ["test_io.values: the output's columns", "are not the declared"],
+        ),
     ],
-    ids=["rows outside the partition", "a key repeated"],
+    ids=["rows outside the partition", "a key repeated", "an undeclared column"],
 )
 def test_a_bad_output_is_refused_and_nothing_changes(store_url, config, expected):
     run(store_url, [io_assets.values], partition_key=HOUR)

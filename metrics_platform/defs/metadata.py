@@ -1,4 +1,9 @@
-"""Metadata every partitioned materialization records."""
+"""Metadata every partitioned materialization records, and the column schemas assets declare.
+
+A declared `dagster/column_schema` is definition metadata: the UI shows the columns before any
+materialization, and the IO manager checks every output against it instead of recording the
+schema again on each partition's materialization (a range run records one per partition).
+"""
 
 from datetime import datetime
 
@@ -12,3 +17,35 @@ def window_metadata(start: datetime, end: datetime, **counts: int) -> dict[str, 
         "window_end": dg.MetadataValue.timestamp(end),
         **{name: dg.MetadataValue.int(int(value)) for name, value in counts.items()},
     }
+
+
+_PERIODS = {
+    "hour": ("timestamptz", "Start of the UTC hour."),
+    "day": ("date", "The business day."),
+}
+
+
+def raw_table_schema(period: str) -> dg.TableSchema:
+    """Columns of a raw source table `raw.<asset>`: what the source said for each period."""
+    period_type, period_description = _PERIODS[period]
+    return dg.TableSchema(
+        columns=[
+            dg.TableColumn(period, period_type, description=period_description),
+            dg.TableColumn("metric", "text", description="Platform metric name."),
+            dg.TableColumn("value", "double precision", description="The value for the period."),
+        ]
+    )
+
+
+def value_table_schema(period: str) -> dg.TableSchema:
+    """Columns of a value table of the metric store (`metrics.hourly_values`...)."""
+    period_type, period_description = _PERIODS[period]
+    return dg.TableSchema(
+        columns=[
+            dg.TableColumn(
+                "metric_id", "integer", description="Id in the `metrics.metric` catalog."
+            ),
+            dg.TableColumn(period, period_type, description=period_description),
+            dg.TableColumn("value", "double precision", description="The value for the period."),
+        ]
+    )

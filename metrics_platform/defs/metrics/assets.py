@@ -10,7 +10,7 @@ from metrics_platform.defs.automation.conditions import (
     FOLLOW_ANY_SOURCE,
     WHEN_THE_DAY_IS_COMPLETE,
 )
-from metrics_platform.defs.metadata import window_metadata
+from metrics_platform.defs.metadata import value_table_schema, window_metadata
 from metrics_platform.defs.metric_store import MetricStore
 from metrics_platform.defs.metrics.rollup import rollup_daily
 from metrics_platform.defs.partitions import (
@@ -95,7 +95,7 @@ def build_hourly_values(
         ins=ins,
         partitions_def=hourly_partitions,
         backfill_policy=single_run,
-        metadata={"partition_expr": "hour"},
+        metadata={"partition_expr": "hour", "dagster/column_schema": value_table_schema("hour")},
         automation_condition=FOLLOW_ANY_SOURCE,
         freshness_policy=dg.FreshnessPolicy.time_window(
             fail_window=timedelta(hours=3), warn_window=timedelta(hours=2)
@@ -228,7 +228,7 @@ def build_daily_values(computed_keys: Sequence[dg.AssetKey]) -> dg.AssetsDefinit
         ins=ins,
         partitions_def=daily_partitions,
         backfill_policy=single_run,
-        metadata={"partition_expr": "day"},
+        metadata={"partition_expr": "day", "dagster/column_schema": value_table_schema("day")},
         automation_condition=WHEN_THE_DAY_IS_COMPLETE,
     )
     def daily_values(

@@ -4,6 +4,7 @@ from collections.abc import Sequence
 
 import dagster as dg
 
+from metrics_platform.defs.metadata import raw_table_schema
 from metrics_platform.defs.partitions import hourly_partitions, single_run
 
 # Transient causes (a source down or slow) are retried twice, 10 s then 20 s later; a payload
@@ -32,7 +33,11 @@ def raw_asset(
         partitions_def=partitions_def,
         backfill_policy=single_run,
         retry_policy=retry_policy,
-        metadata={"partition_expr": period, "primary_key": ["metric", period]},
+        metadata={
+            "partition_expr": period,
+            "primary_key": ["metric", period],
+            "dagster/column_schema": raw_table_schema(period),
+        },
         check_specs=[
             dg.AssetCheckSpec(name, asset=key, description=description)
             for name, description in checks

@@ -15,6 +15,9 @@ types Postgres reports, so an empty slice still comes back with the right column
 Timestamps and dates travel as integers (microseconds and days since 1970), which parse without
 any string handling.
 
+Column schema: an asset that declares `dagster/column_schema` (definition metadata) has every
+output checked against it; otherwise the schema of the frame is recorded on the materialization.
+
 Row counts: `dagster/partition_row_count` is the rows of the written slice and `rows_written`
 what COPY wrote, both exact and free. `dagster/row_count`, the whole table, is an exact
 `count(*)` while the table is small (at most `EXACT_ROW_COUNT_LIMIT` rows); above that it is
@@ -136,6 +139,23 @@ def table_row_count(cursor, table_slice: TableSlice) -> tuple[int, bool]:
         return estimate, True
     cursor.execute(sql.SQL("SELECT count(*) FROM {}").format(table_identifier(table_slice)))
     return int(cursor.fetchone()[0]), False
+
+
+def _declared_schema(metadata: Mapping) -> dg.TableSchema | None:
+    value = metadata.get("dagster/column_schema")
+    return value.schema if isinstance(value, dg.TableSchemaMetadataValue) else value
+
+
+def check_declared_columns(
+    frame: pd.DataFrame, declared: dg.TableSchema, table_slice: TableSlice
+) -> None:
+    """Refuse an output whose columns are not the ones its asset declares."""
+    expected = [column.name for column in declared.columns]
+    if sorted(frame.columns) != sorted(expected):
+        raise WriteError(
+            f"{table_slice.schema}.{table_slice.table}: the output's columns "
+            f"{list(frame.columns)} are not the declared {expected}; nothing was written"
+        )
 
 
 def check_within_slice(frame: pd.DataFrame, table_slice: TableSlice) -> None:
@@ -317,6 +337,9 @@ class PostgresPandasTypeHandler(DbTypeHandler[pd.DataFrame]):
         check_within_slice(frame, table_slice)
 
         metadata = context.definition_metadata or {}
+        declared = _declared_schema(metadata)
+        if declared is not None:
+            check_declared_columns(frame, declared, table_slice)
         with connection.cursor() as cur:
             if not table_exists(cur, table_slice):
                 _create_table(cur, table_slice, frame, metadata.get("primary_key") or [])
@@ -356,14 +379,15 @@ class PostgresPandasTypeHandler(DbTypeHandler[pd.DataFrame]):
         result: dict[str, dg.RawMetadataValue] = {
             "dagster/row_count": dg.MetadataValue.int(table_rows),
             "rows_written": dg.MetadataValue.int(int(written)),
-            "dagster/column_schema": dg.TableSchema(
+            "preview": dg.MetadataValue.md(_markdown_preview(frame)),
+        }
+        if declared is None:  # a declared schema is on the asset already
+            result["dagster/column_schema"] = dg.TableSchema(
                 columns=[
                     dg.TableColumn(name=name, type=postgres_type(frame[name]))
                     for name in frame.columns
                 ]
-            ),
-            "preview": dg.MetadataValue.md(_markdown_preview(frame)),
-        }
+            )
         if estimated:
             result["row_count_estimated"] = dg.MetadataValue.bool(True)
         if table_slice.partition_dimensions:
