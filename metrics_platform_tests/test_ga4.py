@@ -1,6 +1,7 @@
 """The Google Analytics 4 source: settings, the report normalizer, the API client against the
 loopback sample server, and materialization through to hourly values in Postgres."""
 
+import dataclasses
 import json
 from datetime import datetime, timedelta, timezone
 from itertools import pairwise
@@ -337,6 +338,29 @@ def test_a_429_and_a_503_are_retried_with_exponential_backoff(server):
     assert len(server.requests) == 3
     frame = normalize_report(pages, METRICS, *WINDOW)
     assert len(frame) == 3 * 48
+
+
+def test_a_retry_after_longer_than_the_backoff_is_waited_for(server):
+    server.script.append(
+        dataclasses.replace(
+            api_error(429, "Exhausted concurrent requests."), headers={"Retry-After": "7"}
+        )
+    )
+    sleeps = []
+    client(server).run_report(*WINDOW, sleep=sleeps.append)
+    assert sleeps == [7.0]
+
+
+def test_a_retry_after_too_long_for_the_run_fails_the_attempt_as_transient(server):
+    server.script.append(
+        dataclasses.replace(
+            api_error(429, "Exhausted property tokens per hour."), headers={"Retry-After": "3600"}
+        )
+    )
+    sleeps = []
+    with pytest.raises(SourceError, match="asked to retry after 3600 s") as raised:
+        client(server).run_report(*WINDOW, sleep=sleeps.append)
+    assert raised.value.transient and sleeps == [] and len(server.requests) == 1
 
 
 @pytest.mark.parametrize(

@@ -22,8 +22,8 @@ import math
 import re
 import threading
 from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
@@ -57,13 +57,14 @@ class Reply:
     """One scripted answer. By default, the sample report of the request.
 
     `body` replaces it (a dict is sent as JSON, bytes as they are); `edit` changes it; `delay`
-    holds the answer back that many seconds.
+    holds the answer back that many seconds; `headers` are sent with it (`Retry-After`...).
     """
 
     status: int = 200
     body: dict | bytes | None = None
     edit: Callable[[dict], dict] | None = None
     delay: float = 0.0
+    headers: Mapping[str, str] = field(default_factory=dict)
 
 
 def api_error(status: int, message: str) -> Reply:
@@ -185,9 +186,9 @@ class SampleGA4Server:
         # Like the API, zero-valued fields are left out.
         return {key: value for key, value in page.items() if value}
 
-    def _answer(self, path: str, body: bytes, authorization: str | None) -> tuple[int, bytes]:
+    def _answer(self, path: str, body: bytes, authorization: str | None) -> tuple[Reply, bytes]:
         if urlsplit(path).path == "/token":
-            return self.token_reply.status, json.dumps(self.token_reply.body).encode()
+            return self.token_reply, json.dumps(self.token_reply.body).encode()
         with self._lock:
             reply = self.script.popleft() if self.script else self.fallback
             self.authorizations.append(authorization)
@@ -203,7 +204,7 @@ class SampleGA4Server:
             with self._lock:
                 self.requests.append(request)
             if isinstance(reply.body, bytes):
-                return reply.status, reply.body
+                return reply, reply.body
             payload = reply.body if reply.body is not None else self.report(request)
         except _ReportError as exc:
             reply, payload = exc.reply, exc.reply.body
@@ -212,7 +213,7 @@ class SampleGA4Server:
             payload = reply.body
         if reply.edit:
             payload = reply.edit(payload)
-        return reply.status, json.dumps(payload).encode()
+        return reply, json.dumps(payload).encode()
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         server = self
@@ -220,9 +221,11 @@ class SampleGA4Server:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                status, answer = server._answer(self.path, body, self.headers.get("Authorization"))
+                reply, answer = server._answer(self.path, body, self.headers.get("Authorization"))
                 try:
-                    self.send_response(status)
+                    self.send_response(reply.status)
+                    for name, value in reply.headers.items():
+                        self.send_header(name, value)
                     self.send_header("Content-Type", "application/json; charset=UTF-8")
                     self.send_header("Content-Length", str(len(answer)))
                     self.end_headers()

@@ -54,6 +54,12 @@ class GoogleAnalytics(dg.ConfigurableResource):
     timeout_seconds: float = Field(default=60.0, gt=0, description="Timeout of one request.")
     max_retries: int = Field(default=4, ge=0, description="Retries of a 429, a 5xx or a timeout.")
     backoff_seconds: float = Field(default=2.0, ge=0, description="First retry delay; doubles.")
+    max_retry_after_seconds: float = Field(
+        default=120.0,
+        ge=0,
+        description="Longest `Retry-After` waited for in the run; a longer one fails the "
+        "attempt as transient (the asset's retry policy tries again later).",
+    )
     page_size: int = Field(default=100_000, ge=1, le=MAX_PAGE_SIZE, description="Rows per page.")
 
     @classmethod
@@ -199,10 +205,12 @@ class GoogleAnalytics(dg.ConfigurableResource):
         )
 
     def _execute(self, request, sleep: Callable[[float], None]) -> dict:
-        """One request; a 429, a 5xx or a network failure is retried with exponential backoff."""
+        """One request; a 429, a 5xx or a network failure is retried with exponential backoff,
+        or after the server's `Retry-After` when it asks for longer."""
+        asked = 0.0
         for attempt in range(self.max_retries + 1):
             if attempt:
-                sleep(self.backoff_seconds * 2 ** (attempt - 1))
+                sleep(max(self.backoff_seconds * 2 ** (attempt - 1), asked))
             try:
                 # The client hands back a body that is not JSON as it came, a string.
                 page = request.execute()
@@ -211,6 +219,11 @@ class GoogleAnalytics(dg.ConfigurableResource):
                 cause = f"the GA4 Data API answered {status}: {_api_message(exc)}"
                 if status != 429 and status < 500:
                     raise SourceError(SOURCE, cause) from None
+                asked = _retry_after(exc)
+                if asked > self.max_retry_after_seconds:
+                    raise SourceError(
+                        SOURCE, f"{cause} (asked to retry after {asked:.0f} s)", transient=True
+                    ) from None
                 continue
             except google.auth.exceptions.RefreshError:
                 raise SourceError(
@@ -232,6 +245,14 @@ class GoogleAnalytics(dg.ConfigurableResource):
 def _check_api_name(name: str, *, key: str) -> None:
     if not API_NAME.fullmatch(name):
         raise ConfigurationError(f"{key}: {name!r} is not a GA4 API name ([A-Za-z][A-Za-z0-9_:]*)")
+
+
+def _retry_after(exc: HttpError) -> float:
+    """The seconds an answer's `Retry-After` header asks to wait (0 if none, or a date)."""
+    try:
+        return max(0.0, float(exc.resp.get("retry-after", 0)))
+    except (TypeError, ValueError):
+        return 0.0
 
 
 def _api_message(exc: HttpError) -> str:
