@@ -10,6 +10,8 @@ from metrics_platform.lib.errors import SourceError
 
 def partition_label(context: dg.AssetExecutionContext) -> str:
     """The partition or range a run covers, as the UI writes it."""
+    if context.has_partition_key:
+        return context.partition_key
     if not context.has_partition_key_range:
         return "no partition"
     keys = context.partition_key_range
