@@ -138,9 +138,11 @@ def start_sample_apis() -> None:
     from metrics_platform.defs.sources import ga4, prometheus
 
     if not (os.environ.get(ga4.CREDENTIALS_FILE_ENV) or os.environ.get(ga4.ENDPOINT_ENV)):
+        from metrics_platform.defs.partitions import BUSINESS_TIMEZONE
         from metrics_platform.demo.ga4_sample_server import start_sample_server
 
-        os.environ[ga4.ENDPOINT_ENV], _ = start_sample_server()
+        # The sample property's days are the business days, as GA4's daily report needs.
+        os.environ[ga4.ENDPOINT_ENV], _ = start_sample_server(time_zone=BUSINESS_TIMEZONE)
         print(f"Google Analytics: SAMPLE data from {os.environ[ga4.ENDPOINT_ENV]}")
     if not os.environ.get(prometheus.URL_ENV):
         from metrics_platform.demo.prometheus_sample_server import start_sample_server

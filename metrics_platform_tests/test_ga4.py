@@ -1,9 +1,10 @@
-"""The Google Analytics 4 source: settings, the report normalizer, the API client against the
-loopback sample server, and materialization through to hourly values in Postgres."""
+"""The Google Analytics 4 source: settings, the hourly and daily report normalizers, the API
+client against the loopback sample server, and materialization through to hourly and daily values
+in Postgres (daily active users from GA4's daily report, not summed from hours)."""
 
 import dataclasses
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 from itertools import pairwise
 from zoneinfo import ZoneInfo
 
@@ -15,21 +16,36 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from hypothesis import given
 from hypothesis import strategies as st
 
+from metrics_platform.definitions import build_definitions
 from metrics_platform.defs.automation.schedules import revisit_hours, revisited_hours
+from metrics_platform.defs.jobs import DAILY_JOB
 from metrics_platform.defs.metric_store import MetricStore
-from metrics_platform.defs.metrics.assets import build_hourly_values
+from metrics_platform.defs.metrics.assets import (
+    DAILY_VALUES_KEY,
+    build_daily_values,
+    build_hourly_values,
+)
+from metrics_platform.defs.partitions import BUSINESS_TIMEZONE
 from metrics_platform.defs.sources import ga4
-from metrics_platform.defs.sources.ga4.assets import GA4_REPORT_KEY, ga4_report
+from metrics_platform.defs.sources.ga4.assets import (
+    GA4_DAILY_REPORT_KEY,
+    GA4_REPORT_KEY,
+    ga4_daily_report,
+    ga4_report,
+)
 from metrics_platform.defs.sources.ga4.normalize import (
     date_hour_to_utc,
     normalize_report,
+    read_daily_report,
     read_report,
+    same_clock,
 )
 from metrics_platform.defs.sources.ga4.resource import GoogleAnalytics
 from metrics_platform.demo.ga4_sample_server import (
     Reply,
     SampleGA4Server,
     api_error,
+    daily_values,
     sample_values,
 )
 from metrics_platform.lib.errors import ConfigurationError, SourceError
@@ -40,6 +56,9 @@ UTC = timezone.utc
 PROPERTY = "123456789"
 METRICS = {"sessions": "ga.sessions", "newUsers": "ga.new_users", "activeUsers": "ga.active_users"}
 SESSIONS = {"sessions": "ga.sessions"}
+ACTIVE_USERS = {"activeUsers": "ga.active_users"}
+# A property zone that is not the business one (the test process's, from the environment).
+OTHER_ZONE = "Asia/Tokyo" if BUSINESS_TIMEZONE != "Asia/Tokyo" else "UTC"
 
 
 def utc(*args) -> datetime:
@@ -283,6 +302,128 @@ def test_an_empty_report_is_an_empty_frame():
     assert frame.empty and list(frame.columns) == ["hour", "metric", "value"]
 
 
+# The daily report's normalizer ---------------------------------------------------------------
+
+
+def daily_page(rows, *, zone="UTC", dimensions=("date",), **kwargs) -> dict:
+    """A daily runReport response: `rows` holds (dimension values, metric values)."""
+    return page(
+        rows, zone=zone, dimensions=dimensions, metrics=(("activeUsers", "TYPE_INTEGER"),), **kwargs
+    )
+
+
+def read_days(pages, first=date(2025, 6, 10), last=date(2025, 6, 11), zone="UTC"):
+    return read_daily_report(pages, ACTIVE_USERS, first, last, zone)
+
+
+def test_the_daily_report_gives_each_day_of_the_window_its_value():
+    rows = [((day,), (value,)) for day, value in [("20250609", "7"), ("20250610", "250")]]
+    rows.append((("20250611",), ("310",)))
+    report = read_days([daily_page(rows, zone="Europe/Paris")], zone="Europe/Paris")
+    assert report.frame.to_dict("list") == {
+        "day": [date(2025, 6, 10), date(2025, 6, 11)],  # the day before the window is left out
+        "metric": ["ga.active_users"] * 2,
+        "value": [250.0, 310.0],
+    }
+    assert report.time_zone == "Europe/Paris" and report.rows_read == 3
+    assert report.metrics["ga.active_users"].ga_metric == "activeUsers"
+
+
+def test_the_daily_report_appends_extra_dimensions_to_the_metric_name():
+    rows = [
+        (("20250610", device), (str(n),))
+        for device, n in [("desktop", 5), ("smart tv", 2), ("smart/tv", 4)]
+    ]
+    report = read_days([daily_page(rows, dimensions=("date", "deviceCategory"))])
+    assert dict(zip(report.frame["metric"], report.frame["value"])) == {
+        "ga.active_users.desktop": 5.0,
+        "ga.active_users.smart_tv": 6.0,
+    }
+
+
+def test_a_property_outside_the_business_time_zone_is_refused_naming_both_zones():
+    with pytest.raises(SourceError) as caught:
+        read_days([daily_page([(("20250610",), ("5",))], zone="America/New_York")], zone="UTC")
+    assert str(caught.value).startswith(
+        "source 'ga4': the property's time zone is America/New_York and the business time zone "
+        "is UTC"
+    )
+    assert not caught.value.transient
+
+
+@pytest.mark.parametrize(
+    "zone, other, same",
+    [
+        ("Etc/UTC", "UTC", True),
+        ("Europe/Berlin", "Europe/Paris", True),  # the same clock since 1980
+        ("Europe/London", "UTC", False),  # the same in winter, not in summer
+        ("Asia/Tokyo", "UTC", False),
+        ("Not/AZone", "UTC", False),
+    ],
+)
+def test_zones_with_the_same_clock_have_the_same_days(zone, other, same):
+    assert same_clock(zone, other, date(2025, 1, 1), date(2025, 12, 31)) is same
+    if same:  # and such a property is read, not refused
+        read_days([daily_page([(("20250610",), ("5",))], zone=zone)], zone=other)
+
+
+@given(
+    values=st.dictionaries(st.integers(0, 40), st.integers(0, 10_000), max_size=30),
+    window=st.tuples(st.integers(0, 40), st.integers(0, 40)).map(sorted),
+    data=st.data(),
+)
+def test_the_daily_report_keeps_exactly_the_days_of_the_window_whatever_the_paging(
+    values, window, data
+):
+    start = date(2025, 12, 20)  # across a year end
+    rows = [
+        (((start + timedelta(days=d)).strftime("%Y%m%d"),), (str(v),))
+        for d, v in sorted(values.items())
+    ]
+    cuts = sorted(data.draw(st.sets(st.integers(1, len(rows) - 1), max_size=4)) if rows[1:] else [])
+    pages = [daily_page(rows[a:b], row_count=len(rows)) for a, b in pairwise([0, *cuts, len(rows)])]
+    first, last = (start + timedelta(days=d) for d in window)
+    frame = read_days(pages or [daily_page([])], first, last).frame
+    expected = {
+        start + timedelta(days=d): float(v)
+        for d, v in values.items()
+        if window[0] <= d <= window[1]
+    }
+    assert dict(zip(frame["day"], frame["value"])) == expected
+    assert list(frame["day"]) == sorted(expected)
+
+
+def _good_daily_page() -> dict:
+    return daily_page([(("20250610",), ("5",))])
+
+
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (_edit(metadata__timeZone=DELETE), "timeZone"),
+        (_edit(metadata__timeZone="Mars/Olympus_Mons"), "unknown time zone"),
+        (_edit(metricHeaders__0__name="sessions"), "'sessions' was not asked for"),
+        (_edit(dimensionHeaders__0__name="dateHour"), "must name date once"),
+        (_edit(rows__0__dimensionValues__0__value="2025061012"), "'2025061012' is not YYYYMMDD"),
+        (_edit(rows__0__dimensionValues__0__value="2025-06-10"), "not YYYYMMDD"),
+        (_edit(rows__0__dimensionValues__0__value="20250231"), "'20250231' is not a date"),
+        (_edit(rows__0__dimensionValues__0__value=20250610), "not a string"),
+        (_edit(rows__0__metricValues__0__value="-"), "'-' is not a number"),
+        (_edit(rows__0__metricValues=[]), "0 metricValues for 1 headers"),
+        (
+            lambda body: [body, {**_good_daily_page(), "metadata": {"timeZone": "Asia/Tokyo"}}],
+            "disagree",
+        ),
+        (lambda body: [[body]], "page 1 is not a JSON object"),
+        (lambda body: b"not pages", "not a list of pages"),
+    ],
+)
+def test_a_malformed_daily_report_fails_naming_the_source_and_the_cause(mutate, message):
+    with pytest.raises(SourceError, match=r"source 'ga4'") as caught:
+        read_days(mutate(_good_daily_page()))
+    assert message in str(caught.value)
+
+
 # The API client, against the loopback sample server ----------------------------------------
 
 
@@ -439,6 +580,48 @@ def test_the_autumn_change_reaches_the_client_as_ga4_reports_it(server):
     }
 
 
+def test_the_daily_report_asks_for_the_recomputed_metrics_by_date_with_the_same_paging():
+    with SampleGA4Server(time_zone="UTC") as server:
+        resource = client(
+            server, aggregations={"activeUsers": "recomputed", "newUsers": "last"}, page_size=2
+        )
+        pages = resource.run_daily_report(date(2026, 3, 10), date(2026, 3, 14))
+    assert [len(p["rows"]) for p in pages] == [2, 2, 1]
+    assert [r["offset"] for r in server.requests] == [0, 2, 4]
+    first = server.requests[0]
+    assert first["dateRanges"] == [{"startDate": "2026-03-10", "endDate": "2026-03-14"}]
+    assert first["dimensions"] == [{"name": "date"}]
+    assert first["metrics"] == [{"name": "activeUsers"}]
+    assert first["orderBys"] == [{"dimension": {"dimensionName": "date"}}]
+    frame = read_daily_report(
+        pages, resource.recomputed_metrics, date(2026, 3, 10), date(2026, 3, 14), "UTC"
+    ).frame
+    day = hours("2026-03-12", 24)
+    assert (
+        frame.loc[frame["day"] == date(2026, 3, 12), "value"].item()
+        == daily_values([sample_values(h) for h in day])["activeUsers"]
+    )
+
+
+def test_the_daily_report_is_retried_like_the_hourly_one():
+    with SampleGA4Server(time_zone="UTC") as server:
+        server.script.append(api_error(503, "The service is unavailable."))
+        sleeps = []
+        resource = client(server, aggregations={"activeUsers": "recomputed"})
+        resource.run_daily_report(date(2026, 3, 10), date(2026, 3, 10), sleep=sleeps.append)
+    assert sleeps == [2.0] and len(server.requests) == 2
+
+
+def test_the_sample_servers_daily_active_users_are_distinct_users_not_a_sum():
+    hourly = [sample_values(h) for h in hours("2026-03-10", 24)]
+    day = daily_values(hourly)
+    assert day["sessions"] == sum(h["sessions"] for h in hourly)
+    assert day["newUsers"] == sum(h["newUsers"] for h in hourly)
+    busiest = max(h["activeUsers"] for h in hourly)
+    assert busiest < day["activeUsers"] < sum(h["activeUsers"] for h in hourly) / 2
+    assert daily_values([{"activeUsers": 4}]) == {"activeUsers": 4}  # never more than the sum
+
+
 def service_account_file(tmp_path, token_uri: str):
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     pem = key.private_bytes(
@@ -546,8 +729,9 @@ def test_a_disabled_source_is_shown_in_its_group_with_its_reason():
         ({**SECTION, "dimensions": ["dateHour"]}, "ga4.dimensions: up to 8"),
         (
             {**SECTION, "aggregations": {"sessions": "avg"}},
-            "ga4.aggregations.sessions: 'avg' is not one of sum, last",
+            "ga4.aggregations.sessions: 'avg' is not one of sum, last, recomputed",
         ),
+        ({**SECTION, "dimensions": ["date"]}, "other than dateHour and date"),
         (
             {**SECTION, "aggregations": {"bounceRate": "last"}},
             "ga4.aggregations.bounceRate: not one of ga4.metrics",
@@ -561,6 +745,48 @@ def test_bad_settings_fail_at_load_naming_the_key(section, message):
     assert message in str(caught.value)
 
 
+ENDPOINT = {ga4.ENDPOINT_ENV: "http://127.0.0.1:1/"}
+RECOMPUTED = {**SECTION, "aggregations": {"activeUsers": "recomputed", "newUsers": "last"}}
+
+
+def test_recomputed_metrics_add_the_daily_report_and_only_they_are_asked_for_by_day():
+    source = ga4.build_source(RECOMPUTED, ENDPOINT)
+    assert source.enabled and source.daily_keys == [GA4_DAILY_REPORT_KEY]
+    assert source.resources["ga4"].recomputed_metrics == ACTIVE_USERS
+    assert ga4.build_source(SECTION, ENDPOINT).daily_keys == []
+    last_only = {**SECTION, "aggregations": {"activeUsers": "last"}}
+    assert ga4.build_source(last_only, ENDPOINT).daily_keys == []
+
+
+@pytest.mark.parametrize(
+    "section, env",
+    [(RECOMPUTED, {}), ({k: v for k, v in RECOMPUTED.items() if k != "property_id"}, ENDPOINT)],
+)
+def test_a_disabled_source_shows_its_daily_report_disabled_too(section, env):
+    hourly, daily = ga4.build_source(section, env).for_definitions()
+    assert (hourly.key, daily.key) == (GA4_REPORT_KEY, GA4_DAILY_REPORT_KEY)
+    assert isinstance(daily, dg.AssetSpec) and daily.group_name == "ga4"
+    assert daily.description.startswith("Disabled: ")
+
+
+def test_the_code_location_has_the_daily_report_only_with_a_recomputed_metric():
+    def daily_job_keys(defs: dg.Definitions) -> set:
+        return set(defs.resolve_job_def(DAILY_JOB).asset_layer.selected_asset_keys)
+
+    defs = build_definitions({"ga4": RECOMPUTED}, ENDPOINT)
+    graph = defs.resolve_asset_graph()
+    node = graph.get(GA4_DAILY_REPORT_KEY)
+    assert node.is_materializable and node.group_name == "ga4"
+    assert node.partitions_def.get_partition_keys()[0] == "2025-01-01"  # daily
+    assert GA4_REPORT_KEY in node.parent_keys
+    assert GA4_DAILY_REPORT_KEY in graph.get(DAILY_VALUES_KEY).parent_keys
+    assert GA4_DAILY_REPORT_KEY in daily_job_keys(defs)
+
+    plain = build_definitions({"ga4": SECTION}, ENDPOINT)
+    assert GA4_DAILY_REPORT_KEY not in plain.resolve_asset_graph().get_all_asset_keys()
+    assert GA4_DAILY_REPORT_KEY not in daily_job_keys(plain)
+
+
 def test_a_credentials_file_that_does_not_exist_fails_at_load_naming_the_variable(tmp_path):
     env = {ga4.CREDENTIALS_FILE_ENV: str(tmp_path / "missing.json")}
     with pytest.raises(ConfigurationError, match=f"^{ga4.CREDENTIALS_FILE_ENV}: no file at "):
@@ -570,20 +796,106 @@ def test_a_credentials_file_that_does_not_exist_fails_at_load_naming_the_variabl
 # Materialization -----------------------------------------------------------------------------
 
 
-def materialize(store_url: str, resource: GoogleAnalytics, first: str, last: str, **kwargs):
-    resources = {
+def resources(store_url: str, resource: GoogleAnalytics) -> dict:
+    return {
         "io_manager": PostgresPandasIOManager(url=store_url),
         "metric_store": MetricStore(url=store_url),
         "ga4": resource,
     }
+
+
+def materialize(store_url: str, resource: GoogleAnalytics, first: str, last: str, **kwargs):
     with dg.instance_for_test() as instance:
         return dg.materialize(
             [ga4_report, build_hourly_values([GA4_REPORT_KEY])],
             instance=instance,
-            resources=resources,
+            resources=resources(store_url, resource),
             tags=dict(zip(RANGE_TAGS, (first, last))),
             **kwargs,
         )
+
+
+def materialize_day(store_url: str, resource: GoogleAnalytics, day: str, **kwargs):
+    """The daily report and the daily values of one business day (its hours already landed)."""
+    with dg.instance_for_test() as instance:
+        return dg.materialize(
+            [
+                ga4_report,
+                ga4_daily_report,
+                build_hourly_values([GA4_REPORT_KEY]),
+                build_daily_values([GA4_DAILY_REPORT_KEY]),
+            ],
+            selection=[GA4_DAILY_REPORT_KEY, DAILY_VALUES_KEY],
+            partition_key=day,
+            instance=instance,
+            resources=resources(store_url, resource),
+            **kwargs,
+        )
+
+
+def business_day_hours(day: str) -> list[pd.Timestamp]:
+    """The UTC hours of a business day (24: no daylight-saving change on the days used)."""
+    midnight = pd.Timestamp(day, tz=BUSINESS_TIMEZONE).tz_convert("UTC")
+    return list(pd.date_range(midnight, periods=24, freq="h"))
+
+
+def test_daily_active_users_come_from_the_daily_report_and_counters_from_the_hours(
+    store_url,
+):
+    with SampleGA4Server(time_zone=BUSINESS_TIMEZONE) as server:
+        resource = client(server, aggregations={"activeUsers": "recomputed"})
+        assert materialize(store_url, resource, "2026-03-10-00:00", "2026-03-10-23:00").success
+        result = materialize_day(store_url, resource, "2026-03-10")
+    assert result.success
+    day_hours = business_day_hours("2026-03-10")
+    hourly = [sample_values(h) for h in day_hours]
+    stored_hours = query(store_url, "SELECT metric, time, value FROM metrics.hourly_values_by_name")
+    # Active users stay in hourly values too.
+    assert {(m, pd.Timestamp(t)): v for m, t, v in stored_hours} == sample_frame(day_hours)
+
+    daily = dict(query(store_url, "SELECT metric, value FROM metrics.daily_values_by_name"))
+    active_users = daily_values(hourly)["activeUsers"]
+    assert daily == {
+        "ga.active_users": float(active_users),  # the daily report's distinct users...
+        "ga.sessions": float(sum(h["sessions"] for h in hourly)),  # ... counters summed
+        "ga.new_users": float(sum(h["newUsers"] for h in hourly)),
+    }
+    assert active_users < sum(h["activeUsers"] for h in hourly)  # ... not the hours' sum
+    assert query(
+        store_url, "SELECT aggregation FROM metrics.metric WHERE name = 'ga.active_users'"
+    ) == [("recomputed",)]
+
+    request = server.requests[-1]
+    assert request["dimensions"] == [{"name": "date"}]
+    assert request["dateRanges"] == [{"startDate": "2026-03-10", "endDate": "2026-03-10"}]
+    metadata = result.asset_materializations_for_node("raw__ga4_daily_report")[0].metadata
+    assert metadata["property_time_zone"].value == BUSINESS_TIMEZONE
+    assert metadata["rows_written"].value == 1 and metadata["pages"].value == 1
+    checks = [
+        (c.check_name, c.passed)
+        for c in result.get_asset_check_evaluations()
+        if c.asset_key == GA4_DAILY_REPORT_KEY
+    ]
+    assert checks == [("values_non_negative", True)]
+
+
+def test_a_property_in_another_zone_fails_the_daily_report_but_not_the_hours(store_url):
+    with SampleGA4Server(time_zone=OTHER_ZONE) as server:
+        resource = client(server, aggregations={"activeUsers": "recomputed"})
+        assert materialize(store_url, resource, "2026-03-10-00:00", "2026-03-10-23:00").success
+        result = materialize_day(store_url, resource, "2026-03-10", raise_on_error=False)
+    assert not result.success
+    (failure,) = result.get_step_failure_events()
+    assert failure.step_key == "raw__ga4_daily_report"
+    message = failure.event_specific_data.error.message
+    assert (
+        f"source 'ga4': the property's time zone is {OTHER_ZONE} and the business time zone is "
+        f"{BUSINESS_TIMEZONE}" in message
+    )
+    assert message.rstrip().endswith("(partition 2026-03-10)")
+    assert len([r for r in server.requests if r["dimensions"] == [{"name": "date"}]]) == 1
+    assert query(store_url, "SELECT count(*) FROM metrics.hourly_values") == [(3 * 24,)]
+    assert query(store_url, "SELECT count(*) FROM metrics.daily_values") == [(0,)]
 
 
 def test_a_range_of_hours_lands_in_hourly_values_as_served(store_url, server):

@@ -60,6 +60,7 @@ EXPECTED_GROUPS = {
     "raw/events_hourly": "events",
     "raw/events_daily_timings": "events",
     "raw/ga4_report": "ga4",
+    "raw/ga4_daily_report": "ga4",
     "raw/prometheus_series": "prometheus",
     "metrics/hourly_values": "metrics",
     "metrics/daily_values": "metrics",

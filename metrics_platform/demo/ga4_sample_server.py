@@ -2,10 +2,12 @@
 
 The server answers `POST /v1beta/properties/{id}:runReport` in the API's JSON shape
 (dimensionHeaders, typed metricHeaders, rows of string values, rowCount, metadata.timeZone), for
-a made-up property in Europe/Paris. Its numbers of `sessions`, `newUsers` and `activeUsers` are
-invented: a deterministic daily curve (`sample_values`), quiet at night, busiest in the Paris
-afternoon. Like GA4 it reports local `dateHour`s, combines the repeated hour of the autumn
-change into one row, honors offset/limit paging and leaves out empty rows.
+a made-up property in `time_zone` (Europe/Paris unless told). Its numbers of `sessions`,
+`newUsers` and `activeUsers` are invented: a deterministic daily curve (`sample_values`), quiet
+at night, busiest in the Paris afternoon. Like GA4 it reports local `dateHour`s, combines the
+repeated hour of the autumn change into one row, honors offset/limit paging and leaves out empty
+rows. By local `date`, a day's `sessions` and `newUsers` are its hours' sums, and its
+`activeUsers` are distinct users, not a sum (`daily_values`).
 
 The demo points METRICS_PLATFORM_GA4_ENDPOINT at it; tests script its answers (`Reply`): an error
 status, a body that is not JSON, a page cut short, a slow answer. `POST /token` plays Google's
@@ -22,7 +24,7 @@ import math
 import re
 import threading
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -31,6 +33,8 @@ from zoneinfo import ZoneInfo
 
 SAMPLE_TIME_ZONE = "Europe/Paris"
 SAMPLE_METRICS = ("sessions", "newUsers", "activeUsers")
+# The time dimensions it reports by, and the format of their values.
+PERIODS = {"dateHour": "%Y%m%d%H", "date": "%Y%m%d"}
 _REPORT_PATH = re.compile(r"/v1beta/properties/(\d+):runReport")
 _STATUS_NAMES = {
     400: "INVALID_ARGUMENT",
@@ -50,6 +54,27 @@ def sample_values(hour: datetime) -> dict[str, int]:
     jitter = (hour.toordinal() * 7 + hour.hour * 13) % 17
     sessions = 20 + round(180 * daily_curve) + jitter
     return {"sessions": sessions, "newUsers": sessions * 3 // 10, "activeUsers": sessions * 4 // 5}
+
+
+def _sums(hourly: Sequence[Mapping[str, int]]) -> dict[str, int]:
+    totals: dict[str, int] = {}
+    for values in hourly:
+        for name, value in values.items():
+            totals[name] = totals.get(name, 0) + value
+    return totals
+
+
+def daily_values(hourly: Sequence[Mapping[str, int]]) -> dict[str, int]:
+    """The SAMPLE numbers of one local day from those of its hours, by GA4 metric.
+
+    Sessions and new users add up. Active users are distinct: a user active in several hours
+    counts once, so the day has 3.5 times its busiest hour's, and never more than the hours' sum.
+    """
+    day = _sums(hourly)
+    if "activeUsers" in day:
+        busiest = max(values.get("activeUsers", 0) for values in hourly)
+        day["activeUsers"] = min(day["activeUsers"], round(busiest * 3.5))
+    return day
 
 
 @dataclass(frozen=True)
@@ -88,9 +113,18 @@ class _ReportError(Exception):
 
 
 class SampleGA4Server:
-    """The loopback server. `script` answers requests in order, then `fallback` answers all."""
+    """The loopback server. `script` answers requests in order, then `fallback` answers all.
 
-    def __init__(self, *, port: int = 0, now: Callable[[], datetime] | None = None):
+    `time_zone` is the property's: its `dateHour`s and `date`s are local to it."""
+
+    def __init__(
+        self,
+        *,
+        port: int = 0,
+        now: Callable[[], datetime] | None = None,
+        time_zone: str = SAMPLE_TIME_ZONE,
+    ):
+        self.time_zone = ZoneInfo(time_zone).key  # an unknown zone fails here
         self.script: deque[Reply] = deque()
         self.fallback = Reply()
         self.token_reply = Reply(
@@ -142,8 +176,11 @@ class SampleGA4Server:
         dimensions = [d.get("name") for d in request.get("dimensions") or []]
         metrics = [m.get("name") for m in request.get("metrics") or []]
         for name in dimensions:
-            if name != "dateHour":
+            if name not in PERIODS:
                 raise _ReportError(400, f"Field {name} is not a valid dimension.")
+        if len(set(dimensions)) > 1:
+            raise _ReportError(400, "The sample server reports by dateHour or by date, not both.")
+        by_date = "date" in dimensions
         for name in metrics:
             if name not in SAMPLE_METRICS:
                 raise _ReportError(400, f"Field {name} is not a valid metric.")
@@ -152,35 +189,36 @@ class SampleGA4Server:
         except (TypeError, ValueError):
             raise _ReportError(400, "offset and limit must be integers") from None
 
-        zone = ZoneInfo(SAMPLE_TIME_ZONE)
+        zone = ZoneInfo(self.time_zone)
         hour = datetime.combine(first, datetime.min.time(), zone).astimezone(timezone.utc)
         until = min(
             datetime.combine(last + timedelta(days=1), datetime.min.time(), zone),
             self.now().replace(minute=0, second=0, microsecond=0),
         )
-        by_date_hour: dict[str, list[int]] = {}
+        hours_by_key: dict[str, list[dict[str, int]]] = {}
+        key_format = PERIODS["date" if by_date else "dateHour"]
         while hour < until:  # only closed hours have data
-            values = self.values(hour)
-            sums = by_date_hour.setdefault(
-                hour.astimezone(zone).strftime("%Y%m%d%H"), [0] * len(metrics)
-            )
-            for i, name in enumerate(metrics):
-                sums[i] += values[name]
+            key = hour.astimezone(zone).strftime(key_format)
+            hours_by_key.setdefault(key, []).append(self.values(hour))
             hour += ONE_HOUR
-        rows = [
-            {
-                "dimensionValues": [{"value": key}] * len(dimensions),
-                "metricValues": [{"value": str(v)} for v in sums],
-            }
-            for key, sums in sorted(by_date_hour.items())
-            if any(sums)
-        ]
+        rows = []
+        for key, hourly in sorted(hours_by_key.items()):
+            # The two passes of a repeated autumn hour add up; a date's hours too, not its users.
+            totals = daily_values(hourly) if by_date else _sums(hourly)
+            values = [totals[name] for name in metrics]
+            if any(values):
+                rows.append(
+                    {
+                        "dimensionValues": [{"value": key}] * len(dimensions),
+                        "metricValues": [{"value": str(v)} for v in values],
+                    }
+                )
         page = {
             "dimensionHeaders": [{"name": name} for name in dimensions],
             "metricHeaders": [{"name": name, "type": "TYPE_INTEGER"} for name in metrics],
             "rows": rows[offset : offset + limit],
             "rowCount": len(rows),
-            "metadata": {"currencyCode": "EUR", "timeZone": SAMPLE_TIME_ZONE},
+            "metadata": {"currencyCode": "EUR", "timeZone": self.time_zone},
             "kind": "analyticsData#runReport",
         }
         # Like the API, zero-valued fields are left out.
@@ -239,16 +277,21 @@ class SampleGA4Server:
         return Handler
 
 
-def start_sample_server(port: int = 0) -> tuple[str, Callable[[], None]]:
-    """Serve SAMPLE GA4 reports on 127.0.0.1 in a daemon thread; returns (API root URL, stop)."""
-    server = SampleGA4Server(port=port).start()
+def start_sample_server(
+    port: int = 0, time_zone: str = SAMPLE_TIME_ZONE
+) -> tuple[str, Callable[[], None]]:
+    """Serve SAMPLE GA4 reports of a property in `time_zone` on 127.0.0.1 in a daemon thread;
+    returns (API root URL, stop)."""
+    server = SampleGA4Server(port=port, time_zone=time_zone).start()
     return server.url, server.stop
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="Serve SAMPLE GA4 Data API reports on loopback.")
     parser.add_argument("--port", type=int, default=0)
-    url, stop = start_sample_server(parser.parse_args().port)
+    parser.add_argument("--time-zone", default=SAMPLE_TIME_ZONE, help="the property's time zone")
+    args = parser.parse_args()
+    url, stop = start_sample_server(args.port, args.time_zone)
     print(f"METRICS_PLATFORM_GA4_ENDPOINT={url}  (SAMPLE data; Ctrl-C stops)", flush=True)
     try:
         threading.Event().wait()

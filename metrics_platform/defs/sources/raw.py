@@ -4,8 +4,9 @@ from collections.abc import Sequence
 
 import dagster as dg
 
+from metrics_platform.defs.automation.conditions import WHEN_THE_DAY_IS_COMPLETE
 from metrics_platform.defs.metadata import raw_table_schema
-from metrics_platform.defs.partitions import hourly_partitions, single_run
+from metrics_platform.defs.partitions import daily_partitions, hourly_partitions, single_run
 
 # Transient causes (a source down or slow) are retried twice, 10 s then 20 s later; a payload
 # the source got wrong fails at once (see `source_failures`).
@@ -42,5 +43,19 @@ def raw_asset(
             dg.AssetCheckSpec(name, asset=key, description=description)
             for name, description in checks
         ],
+        **kwargs,
+    )
+
+
+def daily_raw_asset(key: dg.AssetKey, *, hourly: dg.AssetKey, **kwargs):
+    """`raw_asset` for a source's daily table `raw.<name>` of (day, metric, value) rows, for
+    metrics a day cannot be rolled up from its hours (`recomputed`): partitioned by business
+    day, computed once the day's hours of `hourly` are in, and again whenever one re-lands."""
+    return raw_asset(
+        key,
+        partitions_def=daily_partitions,
+        period="day",
+        deps=[hourly],
+        automation_condition=WHEN_THE_DAY_IS_COMPLETE,
         **kwargs,
     )

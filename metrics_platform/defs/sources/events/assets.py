@@ -3,12 +3,10 @@
 import dagster as dg
 import pandas as pd
 
-from metrics_platform.defs.automation.conditions import WHEN_THE_DAY_IS_COMPLETE
 from metrics_platform.defs.metadata import window_metadata
 from metrics_platform.defs.metric_store import MetricStore
 from metrics_platform.defs.partitions import (
     BUSINESS_TIMEZONE,
-    daily_partitions,
     utc_window,
 )
 from metrics_platform.defs.sources.events import SOURCE
@@ -18,7 +16,7 @@ from metrics_platform.defs.sources.events.normalize import (
 )
 from metrics_platform.defs.sources.events.resource import EventLog
 from metrics_platform.defs.sources.failures import source_failures
-from metrics_platform.defs.sources.raw import raw_asset
+from metrics_platform.defs.sources.raw import daily_raw_asset, raw_asset
 from metrics_platform.lib.store import MetricSpec
 
 HOURLY_KEY = dg.AssetKey(["raw", "events_hourly"])
@@ -84,15 +82,12 @@ def events_hourly(
     yield _non_negative(frame)
 
 
-@raw_asset(
+@daily_raw_asset(
     DAILY_KEY,
+    hourly=HOURLY_KEY,
     source=SOURCE,
     kinds={"postgres", "pandas"},
     checks=[(NON_NEGATIVE, "No duration percentile is negative.")],
-    partitions_def=daily_partitions,
-    period="day",
-    deps=[HOURLY_KEY],  # recomputed whenever any hour of its day re-lands
-    automation_condition=WHEN_THE_DAY_IS_COMPLETE,
 )
 def events_daily_timings(
     context: dg.AssetExecutionContext, event_log: EventLog, metric_store: MetricStore

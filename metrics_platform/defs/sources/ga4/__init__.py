@@ -1,4 +1,5 @@
-"""Google Analytics 4: hourly sessions, users and other metrics of one property, from its Data API."""
+"""Google Analytics 4: hourly sessions, users and other metrics of one property, from its Data API,
+and the daily values of its `recomputed` metrics (distinct users) from GA4's daily report."""
 
 from collections.abc import Mapping
 
@@ -10,15 +11,18 @@ ENDPOINT_ENV = "METRICS_PLATFORM_GA4_ENDPOINT"
 
 
 def build_source(section: Mapping, env: Mapping[str, str]) -> SourceDefinition:
-    from metrics_platform.defs.sources.ga4.assets import ga4_report
-    from metrics_platform.defs.sources.ga4.resource import GoogleAnalytics
+    from metrics_platform.defs.sources.ga4.assets import ga4_daily_report, ga4_report
+    from metrics_platform.defs.sources.ga4.resource import RECOMPUTED, GoogleAnalytics
 
     if not section.get("property_id"):
+        aggregations = section.get("aggregations")
+        recomputed = isinstance(aggregations, Mapping) and RECOMPUTED in aggregations.values()
         return SourceDefinition(
             SOURCE,
             ga4_report,
             {},
             "no `ga4.property_id` in the settings file",
+            daily_assets=[ga4_daily_report] if recomputed else [],
             metrics=list((section.get("metrics") or {}).values()),
         )
     resource = GoogleAnalytics.from_settings(
@@ -30,6 +34,14 @@ def build_source(section: Mapping, env: Mapping[str, str]) -> SourceDefinition:
     names = list(resource.metrics.values())
     # With extra dimensions, each value of theirs makes a metric `<name>.<value>`.
     metrics = [f"{name}.*" for name in names] if resource.dimensions else names
+    # Only the `recomputed` metrics need GA4's daily report.
+    daily_assets = [ga4_daily_report] if resource.recomputed_metrics else []
     return SourceDefinition(
-        SOURCE, ga4_report, {"ga4": resource}, reason, metrics=metrics, expected=[]
-    )  # an hour without traffic has no GA4 row
+        SOURCE,
+        ga4_report,
+        {"ga4": resource},
+        reason,
+        daily_assets=daily_assets,
+        metrics=metrics,
+        expected=[],  # an hour without traffic has no GA4 row
+    )

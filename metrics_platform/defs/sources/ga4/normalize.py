@@ -13,6 +13,10 @@ GA4 reports `dateHour` (YYYYMMDDHH) in the property's time zone, which every res
 Values are read by their header's type; durations are stored in seconds. Extra dimensions append
 their (sanitized) values to the metric name; rows that then share an (hour, metric) are summed,
 as counters are.
+
+The daily report (`recomputed` metrics: distinct users, which a day does not sum from its hours)
+is by `date` (YYYYMMDD), the property's local date. Its days are the platform's business days
+only when the property's time zone is the business time zone: any other zone is refused.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import date, datetime, time, timedelta, timezone
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import pandas as pd
@@ -28,13 +32,17 @@ import pandas as pd
 from metrics_platform.defs.sources.ga4 import SOURCE
 from metrics_platform.lib.errors import SourceError
 from metrics_platform.lib.metric_rows import (
+    daily_metric_frame,
+    empty_daily_frame,
     empty_metric_frame,
     metric_frame,
     sanitize_name_part,
 )
 
 DATE_HOUR = "dateHour"
+DATE = "date"
 _DATE_HOUR = re.compile(r"\d{10}")
+_DATE = re.compile(r"\d{8}")
 _CURRENCY = re.compile(r"[A-Z]{3}")  # ISO 4217
 _METRIC_NAME_MAX = 200
 
@@ -66,7 +74,8 @@ class ReportedMetric:
 
 @dataclass(frozen=True)
 class Report:
-    """A report's metric rows inside the window, and what the catalog needs to know of them."""
+    """A report's metric rows inside the window (by hour, or by day for the daily report), and
+    what the catalog needs to know of them."""
 
     frame: pd.DataFrame
     metrics: Mapping[str, ReportedMetric]
@@ -88,9 +97,81 @@ def read_report(
     pages: Sequence[Mapping], metric_names: Mapping[str, str], start: datetime, end: datetime
 ) -> Report:
     """Like `normalize_report`, with the metrics' origins, the time zone and the rows read."""
+    totals, metrics, zone, rows_read = _read_pages(
+        pages, metric_names, DATE_HOUR, date_hour_to_utc, lambda hour: start <= hour < end
+    )
+    return Report(_frame(totals, metric_frame, empty_metric_frame), metrics, zone, rows_read)
+
+
+def read_daily_report(
+    pages: Sequence[Mapping],
+    metric_names: Mapping[str, str],
+    first: date,
+    last: date,
+    business_time_zone: str,
+) -> Report:
+    """Daily report pages -> (day, metric, value) rows of the days `first` to `last` included.
+
+    The report's dates are the property's: a property in any zone but `business_time_zone`
+    is refused, its days would not be the business days.
+    """
+    totals, metrics, zone, rows_read = _read_pages(
+        pages, metric_names, DATE, lambda text, _: date_to_day(text), lambda d: first <= d <= last
+    )
+    if zone is not None and not same_clock(zone, business_time_zone, first, last):
+        raise SourceError(
+            SOURCE,
+            f"the property's time zone is {zone} and the business time zone is "
+            f"{business_time_zone}: GA4's daily values would not be the business days'; set the "
+            f"property's time zone to {business_time_zone} in Google Analytics, or do not mark its "
+            "metrics `recomputed`",
+        )
+    return Report(_frame(totals, daily_metric_frame, empty_daily_frame), metrics, zone, rows_read)
+
+
+def same_clock(zone: str, other: str, first: date, last: date) -> bool:
+    """Whether two time zones keep the same clock around the days `first` to `last`: the same
+    name, or the same UTC offset at every hour (`Etc/UTC` and `UTC`, `Europe/Paris` and
+    `Europe/Berlin`), so that their dates are the same days."""
+    if zone == other:
+        return True
+    try:
+        zones = ZoneInfo(zone), ZoneInfo(other)
+    except (ZoneInfoNotFoundError, ValueError):
+        return False
+    start = datetime.combine(first - timedelta(days=1), time(), timezone.utc)
+    instants = (start + timedelta(hours=h) for h in range(((last - first).days + 3) * 24))
+    return all(
+        instant.astimezone(zones[0]).utcoffset() == instant.astimezone(zones[1]).utcoffset()
+        for instant in instants
+    )
+
+
+def _frame(
+    totals: Mapping[tuple[object, str], float],
+    build: Callable[..., pd.DataFrame],
+    empty: Callable[[], pd.DataFrame],
+) -> pd.DataFrame:
+    """The long frame of the (period, metric) totals, built by `build`, or `empty()`."""
+    if not totals:
+        return empty()
+    keys, values = zip(*totals.items())
+    periods, names = zip(*keys)
+    return build(SOURCE, periods, names, values)
+
+
+def _read_pages(
+    pages: Sequence[Mapping],
+    metric_names: Mapping[str, str],
+    period_dimension: str,
+    read_period: Callable[[object, ZoneInfo], object],
+    keep: Callable[[object], bool],
+) -> tuple[dict[tuple[object, str], float], dict[str, ReportedMetric], str | None, int]:
+    """The values of every kept (period, metric) summed, the metrics' origins, the property's
+    time zone and the rows read, from report pages by `period_dimension`."""
     if not isinstance(pages, Sequence) or isinstance(pages, (str, bytes)):
         raise SourceError(SOURCE, "the report is not a list of pages")
-    totals: dict[tuple[datetime, str], float] = {}
+    totals: dict[tuple[object, str], float] = {}
     metrics: dict[str, ReportedMetric] = {}
     zones: set[str] = set()
     rows_read = 0
@@ -106,37 +187,31 @@ def read_report(
             _field(h, "name", str, f"{where} dimensionHeaders")
             for h in _items(page, "dimensionHeaders", where)
         ]
-        if dimensions.count(DATE_HOUR) != 1:
+        if dimensions.count(period_dimension) != 1:
             raise SourceError(
-                SOURCE, f"{where}: dimensionHeaders {dimensions} must name {DATE_HOUR} once"
+                SOURCE, f"{where}: dimensionHeaders {dimensions} must name {period_dimension} once"
             )
-        date_hour = dimensions.index(DATE_HOUR)
-        extra = [i for i, name in enumerate(dimensions) if i != date_hour]
+        period_index = dimensions.index(period_dimension)
+        extra = [i for i, name in enumerate(dimensions) if i != period_index]
         if not extra:
             metrics.update({name: reported for name, _, reported in columns})
         for index, row in enumerate(_items(page, "rows", where, required=False), start=1):
             at = f"{where} row {index}"
             dimension_values = _values(row, "dimensionValues", len(dimensions), at)
             metric_values = _values(row, "metricValues", len(columns), at)
-            hour = date_hour_to_utc(dimension_values[date_hour], zone)
+            period = read_period(dimension_values[period_index], zone)
             suffix = [sanitize_name_part(dimension_values[i]) for i in extra]
             rows_read += 1
             for (base, read, reported), text in zip(columns, metric_values):
                 value = _read(read, text, reported.ga_metric, at)
-                if not start <= hour < end:
+                if not keep(period):
                     continue
                 name = ".".join([base, *suffix])[:_METRIC_NAME_MAX]
-                totals[(hour, name)] = totals.get((hour, name), 0.0) + value
+                totals[(period, name)] = totals.get((period, name), 0.0) + value
                 metrics[name] = reported
     if len(zones) > 1:
         raise SourceError(SOURCE, f"pages disagree on the property's time zone: {sorted(zones)}")
-    if totals:
-        keys, values = zip(*totals.items())
-        hours, names = zip(*keys)
-        frame = metric_frame(SOURCE, hours, names, values)
-    else:
-        frame = empty_metric_frame()
-    return Report(frame, metrics, next(iter(zones), None), rows_read)
+    return totals, metrics, next(iter(zones), None), rows_read
 
 
 def date_hour_to_utc(date_hour: object, zone: ZoneInfo) -> datetime:
@@ -157,6 +232,16 @@ def date_hour_to_utc(date_hour: object, zone: ZoneInfo) -> datetime:
             f"dateHour {date_hour} does not exist in {zone.key}: daylight-saving time skips it",
         )
     return utc.replace(minute=0)
+
+
+def date_to_day(text: object) -> date:
+    """The day of a GA4 `date` (YYYYMMDD)."""
+    if not isinstance(text, str) or not _DATE.fullmatch(text):
+        raise SourceError(SOURCE, f"date {text!r} is not YYYYMMDD")
+    try:
+        return datetime.strptime(text, "%Y%m%d").date()
+    except ValueError:
+        raise SourceError(SOURCE, f"date {text!r} is not a date") from None
 
 
 def _metric_columns(page: Mapping, metric_names: Mapping[str, str], metadata: Mapping, where: str):

@@ -1,4 +1,4 @@
-"""The GA4 Data API client: one paged `runReport` of hourly metrics for one property."""
+"""The GA4 Data API client: paged `runReport`s of one property's metrics, by hour and by day."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 import re
 import time
 from collections.abc import Callable, Mapping
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 import dagster as dg
@@ -19,7 +19,7 @@ from googleapiclient.errors import HttpError
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from metrics_platform.defs.sources.ga4 import CREDENTIALS_FILE_ENV, ENDPOINT_ENV, SOURCE
-from metrics_platform.defs.sources.ga4.normalize import DATE_HOUR
+from metrics_platform.defs.sources.ga4.normalize import DATE, DATE_HOUR
 from metrics_platform.lib.errors import ConfigurationError, SourceError
 from metrics_platform.lib.metric_rows import validate_metric_name
 
@@ -28,8 +28,10 @@ API_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_:]*")
 # The Data API's limits: 10 metrics and 9 dimensions per request, 250,000 rows per page.
 MAX_METRICS, MAX_EXTRA_DIMENSIONS, MAX_PAGE_SIZE = 10, 8, 250_000
 SETTINGS = ("property_id", "metrics", "dimensions", "aggregations")
-# How a day is made of a GA4 metric's hours (`recomputed` would need a daily GA4 asset).
-AGGREGATIONS = ("sum", "last")
+# How a day is made of a GA4 metric's hours; `recomputed`: not from its hours, but from GA4's own
+# report by `date` (distinct users: a day's active users are not the sum of its hours').
+AGGREGATIONS = ("sum", "last", "recomputed")
+RECOMPUTED = "recomputed"
 
 
 class GoogleAnalytics(dg.ConfigurableResource):
@@ -43,7 +45,8 @@ class GoogleAnalytics(dg.ConfigurableResource):
     )
     aggregations: dict[str, str] = Field(
         default_factory=dict,
-        description="GA4 metric -> daily rollup (`sum` or `last`); `sum` when not listed.",
+        description="GA4 metric -> daily value (`sum` or `last` of its hours, or `recomputed` "
+        "from GA4's daily report); `sum` when not listed.",
     )
     credentials_file: str | None = Field(
         default=None, description=f"Service-account key file ({CREDENTIALS_FILE_ENV})."
@@ -110,10 +113,14 @@ class GoogleAnalytics(dg.ConfigurableResource):
     def _dimensions_are_valid(cls, value: list[str]) -> list[str]:
         for name in value:
             _check_api_name(name, key="ga4.dimensions")
-        if DATE_HOUR in value or len(set(value)) < len(value) or len(value) > MAX_EXTRA_DIMENSIONS:
+        if (
+            {DATE_HOUR, DATE} & set(value)
+            or len(set(value)) < len(value)
+            or len(value) > MAX_EXTRA_DIMENSIONS
+        ):
             raise ConfigurationError(
                 f"ga4.dimensions: up to {MAX_EXTRA_DIMENSIONS} distinct dimensions other than "
-                f"{DATE_HOUR}, which is always used"
+                f"{DATE_HOUR} and {DATE}, which the hourly and daily reports use"
             )
         return value
 
@@ -142,6 +149,15 @@ class GoogleAnalytics(dg.ConfigurableResource):
                 )
         return self
 
+    @property
+    def recomputed_metrics(self) -> dict[str, str]:
+        """The metrics whose daily values come from GA4's daily report, as `metrics` maps them."""
+        return {
+            ga_name: name
+            for ga_name, name in self.metrics.items()
+            if self.aggregations.get(ga_name) == RECOMPUTED
+        }
+
     def run_report(
         self, start: datetime, end: datetime, *, sleep: Callable[[float], None] = time.sleep
     ) -> list[dict]:
@@ -152,11 +168,29 @@ class GoogleAnalytics(dg.ConfigurableResource):
         """
         first = start.astimezone(timezone.utc).date() - timedelta(days=1)
         last = (end - timedelta(microseconds=1)).astimezone(timezone.utc).date() + timedelta(days=1)
-        dimensions = [DATE_HOUR, *self.dimensions]
+        return self._run_pages(first, last, DATE_HOUR, list(self.metrics), sleep)
+
+    def run_daily_report(
+        self, first: date, last: date, *, sleep: Callable[[float], None] = time.sleep
+    ) -> list[dict]:
+        """The raw `runReport` pages of the `recomputed` metrics by `date`, the property's local
+        date, from day `first` to day `last` included, every row read."""
+        return self._run_pages(first, last, DATE, list(self.recomputed_metrics), sleep)
+
+    def _run_pages(
+        self,
+        first: date,
+        last: date,
+        period: str,
+        metrics: list[str],
+        sleep: Callable[[float], None],
+    ) -> list[dict]:
+        """Every page of one report of `metrics` by `period` (and the extra dimensions)."""
+        dimensions = [period, *self.dimensions]
         body = {
             "dateRanges": [{"startDate": first.isoformat(), "endDate": last.isoformat()}],
             "dimensions": [{"name": name} for name in dimensions],
-            "metrics": [{"name": name} for name in self.metrics],
+            "metrics": [{"name": name} for name in metrics],
             # A fixed order keeps the pages of one report from overlapping.
             "orderBys": [{"dimension": {"dimensionName": name}} for name in dimensions],
             "keepEmptyRows": False,
