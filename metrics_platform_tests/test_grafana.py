@@ -68,7 +68,7 @@ READER = "grafana_reader"
 # run, and return no values; every other panel must return data for the demo range.
 WITHOUT_DEMO_DATA = {
     ("business.json", "Sessions started"),  # ga.sessions
-    ("business.json", "New and active users"),  # ga.new_users, ga.active_users
+    ("business.json", "New users"),  # ga.new_users
     ("business.json", "Acquisition per day"),  # ga.*
     ("business.json", "Acquisition in the range"),  # ga.sessions, ga.new_users
     ("quality_of_service.json", "HTTP requests by job"),  # http.requests.<job>

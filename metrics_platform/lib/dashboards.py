@@ -425,13 +425,14 @@ def business() -> models.Dashboard:
             no_value=no_ga,
         ),
         TimeSeries(
-            "New and active users",
-            "ga.new_users and ga.active_users per interval (GA4).",
+            "New users",
+            "ga.new_users per interval (GA4). Active users are distinct users, which do not add "
+            "up over an interval: see them per day below (ga.active_users, recomputed by GA4 "
+            "for each day).",
             f"""
             SELECT $__timeGroupAlias(time, $__interval), metric, sum(value) AS value
             FROM {HOURLY}
-            WHERE $__timeFilter(time)
-              AND metric = ANY(ARRAY['ga.new_users', 'ga.active_users']::text[])
+            WHERE $__timeFilter(time) AND metric = ANY(ARRAY['ga.new_users']::text[])
             GROUP BY 1, 2
             ORDER BY 1, 2
             """,
@@ -440,7 +441,7 @@ def business() -> models.Dashboard:
         ),
         TimeSeries(
             "Acquisition per day",
-            "GA4 sessions, new users and active users per UTC day.",
+            "GA4 sessions, new users and active users per business day.",
             f"""
             SELECT {DAY_AS_TIME}, metric, value
             FROM {DAILY}
