@@ -162,6 +162,17 @@ def _ratio(writes: dict, label: str, rate: float) -> float:
     return writes[label]["rows"] / writes[label]["seconds"] / rate
 
 
+def _rate_rows(results: dict, baselines: list[tuple[float, str]]) -> list[list[str]]:
+    """Table rows of (label, rows, seconds, rows/s, then the rate over each baseline rate,
+    formatted as given)."""
+    rows = []
+    for label, r in results.items():
+        rate = r["rows"] / r["seconds"]
+        ratios = [fmt.format(rate / baseline) for baseline, fmt in baselines]
+        rows.append([label, f"{r['rows']:,}", f"{r['seconds']:.2f}", f"{rate:,.0f}", *ratios])
+    return rows
+
+
 def print_write_path(result: dict) -> None:
     writes = result["writes"]
     raw = writes["raw COPY (pre-serialized)"]
@@ -173,20 +184,12 @@ def print_write_path(result: dict) -> None:
         "metrics.hourly_values (primary key, hour index, metric id check, checks); "
         "best of 2, empty table unless noted"
     )
-    rows = []
-    for label, r in writes.items():
-        rate = r["rows"] / r["seconds"]
-        rows.append(
-            [
-                label,
-                f"{r['rows']:,}",
-                f"{r['seconds']:.2f}",
-                f"{rate:,.0f}",
-                f"{rate / raw_rate:.2f}",
-                f"{rate / multi_rate:.1f}",
-            ]
+    print(
+        _table(
+            ["write", "rows", "s", "rows/s", "x raw COPY", "x to_sql multi"],
+            _rate_rows(writes, [(raw_rate, "{:.2f}"), (multi_rate, "{:.1f}")]),
         )
-    print(_table(["write", "rows", "s", "rows/s", "x raw COPY", "x to_sql multi"], rows))
+    )
     io_rate = (
         writes["IO manager, empty window"]["rows"] / writes["IO manager, empty window"]["seconds"]
     )
@@ -215,19 +218,12 @@ def print_write_path(result: dict) -> None:
     loads = result["loads"]
     raw_load = loads["raw COPY TO (text in memory)"]
     raw_load_rate = raw_load["rows"] / raw_load["seconds"]
-    rows = []
-    for label, r in loads.items():
-        rate = r["rows"] / r["seconds"]
-        rows.append(
-            [
-                label,
-                f"{r['rows']:,}",
-                f"{r['seconds']:.2f}",
-                f"{rate:,.0f}",
-                f"{rate / raw_load_rate:.2f}",
-            ]
+    print(
+        _table(
+            ["load", "rows", "s", "rows/s", "x raw COPY TO"],
+            _rate_rows(loads, [(raw_load_rate, "{:.2f}")]),
         )
-    print(_table(["load", "rows", "s", "rows/s", "x raw COPY TO"], rows))
+    )
 
 
 def print_panels(result: dict) -> None:
