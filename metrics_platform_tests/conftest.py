@@ -124,3 +124,21 @@ def materialize(
             tags=tags,
             raise_on_error=raise_on_error,
         )
+
+
+@pytest.fixture
+def ga4_server():
+    """The GA4 sample server on a loopback port (the real client library talks to it)."""
+    from metrics_platform.demo.ga4_sample_server import SampleGA4Server
+
+    with SampleGA4Server() as server:
+        yield server
+
+
+@pytest.fixture
+def prometheus_stub():
+    """A Prometheus stand-in whose answers a test can script (`reply`, `delay`)."""
+    from metrics_platform_tests.stubs import PrometheusStub
+
+    with PrometheusStub() as stub:
+        yield stub

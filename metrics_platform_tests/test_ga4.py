@@ -25,7 +25,7 @@ from metrics_platform.defs.metrics.assets import (
     build_daily_values,
     build_hourly_values,
 )
-from metrics_platform.defs.partitions import BUSINESS_TIMEZONE
+from metrics_platform.defs.partitions import BUSINESS_TIMEZONE, hourly_partitions
 from metrics_platform.defs.sources import ga4
 from metrics_platform.defs.sources.ga4.assets import (
     GA4_DAILY_REPORT_KEY,
@@ -964,7 +964,11 @@ def test_the_daily_revisit_replaces_the_hours_ga4_revised(store_url, server):
     re-reads the last 48 closed hours, and hourly values follow the revised answer."""
     server.now = lambda: utc(2026, 3, 12, 3, 5)
     resource = client(server, metrics=SESSIONS)
-    assert materialize(store_url, resource, "2026-03-09-00:00", "2026-03-12-02:00").success
+    first_hour, last_hour = (
+        hourly_partitions.get_partition_key_for_timestamp(hour.timestamp())
+        for hour in (utc(2026, 3, 9), utc(2026, 3, 12, 2))
+    )  # keys are written in the business time zone
+    assert materialize(store_url, resource, first_hour, last_hour).success
 
     def revised(hour: datetime) -> dict[str, int]:
         values = sample_values(hour)

@@ -34,13 +34,13 @@ from metrics_platform.lib.embedded_postgres import free_port
 from metrics_platform.lib.errors import ConfigurationError, MetricsPlatformError
 from metrics_platform.lib.metric_rows import METRIC_NAME
 from metrics_platform_tests.conftest import execute, new_database, query
+from metrics_platform_tests.stubs import PrometheusStub
 from metrics_platform_tests.test_faults import (
     HOUR,
     PARIS_HOUR,
     QUIET,
     REQUESTS_QUERY,
     SETTINGS,
-    PrometheusStub,
     admin,
     dashboard,
     dbname,
@@ -171,20 +171,6 @@ def relations(url: str) -> list[tuple]:
         ][0]
         counted.append((schema, name, kind, count))
     return counted
-
-
-@pytest.fixture
-def ga4_server():
-    from metrics_platform.demo.ga4_sample_server import SampleGA4Server
-
-    with SampleGA4Server() as server:
-        yield server
-
-
-@pytest.fixture
-def prometheus_stub():
-    with PrometheusStub() as stub:
-        yield stub
 
 
 def test_injection_shaped_values_from_sources_become_sanitized_names_and_change_nothing(
