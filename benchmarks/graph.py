@@ -20,6 +20,7 @@ from pathlib import Path
 
 import yaml
 
+from benchmarks.synthetic import row_counts
 from metrics_platform.lib.database import (
     DATABASE_URL_ENV,
     PRODUCT_DATABASE_URL_ENV,
@@ -27,6 +28,7 @@ from metrics_platform.lib.database import (
 )
 from metrics_platform.lib.embedded_postgres import EmbeddedPostgres
 from metrics_platform.lib.settings import CONFIG_ENV
+from metrics_platform.lib.store import VALUE_TABLES
 
 REPO = Path(__file__).resolve().parent.parent
 RUN_TIMEOUT_SECONDS = 4 * 3600  # Dagster's default instance settings take hours for a year
@@ -154,17 +156,10 @@ def store_rows(url: str) -> dict[str, int]:
     conn = connect(url)
     try:
         with conn, conn.cursor() as cur:
-            counts = {}
-            for table in (
-                "metrics.hourly_values",
-                "metrics.daily_values",
-                "metrics.hourly_kpis",
-                "metrics.daily_kpis",
-                "metrics.metric",
-            ):
-                cur.execute(f"SELECT count(*) FROM {table}")
-                counts[table] = cur.fetchone()[0]
-            return counts
+            return row_counts(
+                cur,
+                [f"metrics.{table}" for table, _ in VALUE_TABLES] + ["metrics.metric"],
+            )
     finally:
         conn.close()
 

@@ -25,8 +25,9 @@ from datetime import datetime, timedelta
 import numpy as np
 import psycopg2.extensions
 
+from benchmarks.synthetic import catalog_metrics
 from metrics_platform.lib.database import connect
-from metrics_platform.lib.store import VALUE_TABLES, migrate
+from metrics_platform.lib.store import VALUE_TABLES
 
 
 def _rebuild_keys(include: str) -> str:
@@ -104,14 +105,7 @@ def _vacuum(conn) -> None:
 def load(url: str, metrics: int, start: datetime, days: int) -> dict:
     conn = connect(url)
     try:
-        migrate(conn)
-        with conn, conn.cursor() as cur:
-            cur.execute(
-                "INSERT INTO metrics.metric (name, aggregation, source) "
-                "SELECT 'panel.metric_' || lpad(n::text, 4, '0'), 'sum', 'bench' "
-                "FROM generate_series(1, %s) AS n",
-                (metrics,),
-            )
+        catalog_metrics(conn, metrics, "panel.metric_")
         started = time.perf_counter()
         with conn, conn.cursor() as cur:
             cur.copy_expert(

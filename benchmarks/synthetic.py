@@ -18,6 +18,7 @@ import yaml
 
 from metrics_platform.lib.database import connect
 from metrics_platform.lib.demo_data import CRAWLER_ROWS_SQL, DEMO_SCHEMA_SQL
+from metrics_platform.lib.store import migrate
 
 CRAWLER_METRICS = 3
 METRICS_PER_EVENT_TYPE = 5  # count, errors, p50, p90, p99
@@ -147,13 +148,30 @@ def seed_product_database(url: str, shape: Shape, start: datetime, end: datetime
         conn.autocommit = True
         with conn.cursor() as cur:
             cur.execute("VACUUM ANALYZE")
-            counts = {}
-            for table in [*shape.table_names, "spiders", "spider_status", "events"]:
-                cur.execute(f"SELECT count(*) FROM {table}")
-                counts[table] = cur.fetchone()[0]
-        return counts
+            return row_counts(cur, [*shape.table_names, "spiders", "spider_status", "events"])
     finally:
         conn.close()
+
+
+def row_counts(cur, tables: list[str]) -> dict[str, int]:
+    """Rows in each of the benchmark's own `tables` (names it wrote itself, not configuration)."""
+    counts = {}
+    for table in tables:
+        cur.execute(f"SELECT count(*) FROM {table}")
+        counts[table] = cur.fetchone()[0]
+    return counts
+
+
+def catalog_metrics(conn, metrics: int, prefix: str) -> None:
+    """Migrate the store behind `conn` and register `metrics` summed metrics `<prefix>0001`...,
+    with ids 1 to `metrics`."""
+    migrate(conn)
+    with conn, conn.cursor() as cur:
+        cur.execute(
+            "INSERT INTO metrics.metric (name, aggregation, source) "
+            "SELECT %s || lpad(n::text, 4, '0'), 'sum', 'bench' FROM generate_series(1, %s) AS n",
+            (prefix, metrics),
+        )
 
 
 def hourly_values_frame(

@@ -34,10 +34,9 @@ import sqlalchemy
 from dagster._core.definitions.partitions.utils import TimeWindow
 from dagster._core.storage.db_io_manager import TablePartitionDimension, TableSlice
 
-from benchmarks.synthetic import hourly_values_frame
+from benchmarks.synthetic import catalog_metrics, hourly_values_frame
 from metrics_platform.lib.database import connect, sqlalchemy_url
 from metrics_platform.lib.postgres_io import PostgresDbClient, PostgresPandasTypeHandler
-from metrics_platform.lib.store import migrate
 
 COLUMNS = "metric_id, hour, value"
 
@@ -125,13 +124,7 @@ def measure(
     url = create_database("write_path")
     conn = connect(url)
     try:
-        migrate(conn)
-        with conn, conn.cursor() as cur:
-            cur.execute(
-                "INSERT INTO metrics.metric (name, aggregation, source) "
-                "SELECT 'bench.metric_' || n, 'sum', 'bench' FROM generate_series(1, %s) AS n",
-                (metrics,),
-            )
+        catalog_metrics(conn, metrics, "bench.metric_")
     finally:
         conn.close()
 

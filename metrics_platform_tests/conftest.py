@@ -2,49 +2,43 @@
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import dagster as dg
 import pytest
 
 from metrics_platform.lib.database import connect
-from metrics_platform.lib.embedded_postgres import EmbeddedPostgres, free_port
+from metrics_platform.lib.embedded_postgres import EmbeddedPostgres, throwaway_server
 from metrics_platform.lib.store import migrate
 
 
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[EmbeddedPostgres]:
     """A throwaway cluster from the machine's PostgreSQL binaries, on a free loopback port."""
-    # The server may run as the `postgres` user: its folder must be reachable by that user.
-    base = Path(tempfile.mkdtemp(prefix="metrics_platform_pg_"))
-    base.chmod(0o755)
-    server = EmbeddedPostgres(base / "data", free_port(), fsync=False)
-    server.start()
-    try:
+    with throwaway_server("metrics_platform_pg_") as (server, _):
         yield server
-    finally:
-        server.stop()
-        shutil.rmtree(base, ignore_errors=True)
 
 
 def new_database(server: EmbeddedPostgres, prefix: str) -> str:
     return server.create_database(f"{prefix}_{uuid.uuid4().hex[:10]}")
 
 
-@pytest.fixture
-def store_url(postgres_server) -> str:
+def new_store(server: EmbeddedPostgres, prefix: str = "store") -> str:
     """A new, migrated metric store database."""
-    url = new_database(postgres_server, "store")
+    url = new_database(server, prefix)
     conn = connect(url)
     try:
         migrate(conn)
     finally:
         conn.close()
     return url
+
+
+@pytest.fixture
+def store_url(postgres_server) -> str:
+    """A new, migrated metric store database."""
+    return new_store(postgres_server)
 
 
 @pytest.fixture

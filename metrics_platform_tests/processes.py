@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import requests
+import yaml
 
 from metrics_platform.lib.embedded_postgres import free_port
 
@@ -27,6 +28,23 @@ def instance_home(prefix: str) -> Path:
     home = Path(tempfile.mkdtemp(prefix=prefix))
     shutil.copyfile(REPO / "dagster.yaml", home / "dagster.yaml")
     return home
+
+
+def instance_env(home: Path, settings: dict, store_url: str, product_url: str) -> dict[str, str]:
+    """The environment of processes on the instance in `home`: this process's, without any
+    METRICS_PLATFORM_ variable, plus the store, the product database and `settings` (written
+    to `home/platform.yaml`)."""
+    (home / "platform.yaml").write_text(yaml.safe_dump(settings))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("METRICS_PLATFORM_")}
+    env.update(
+        {
+            "DAGSTER_HOME": str(home),
+            "METRICS_PLATFORM_DATABASE_URL": store_url,
+            "METRICS_PLATFORM_PRODUCT_DATABASE_URL": product_url,
+            "METRICS_PLATFORM_CONFIG": str(home / "platform.yaml"),
+        }
+    )
+    return env
 
 
 @contextmanager

@@ -2,16 +2,13 @@
 schedule launches the source's run for the hour that just closed, the automation sensor follows
 with the hourly values, and the numbers land in the metric store without anyone clicking."""
 
-import os
 import time
 from datetime import datetime, timedelta, timezone
-
-import yaml
 
 from metrics_platform.defs.automation.schedules import closed_hour
 from metrics_platform.lib.demo_data import seed_product_database
 from metrics_platform_tests.conftest import query
-from metrics_platform_tests.processes import daemon_log, dagster_daemon, instance_home
+from metrics_platform_tests.processes import daemon_log, dagster_daemon, instance_env, instance_home
 
 
 def test_the_daemon_runs_the_hourly_schedule_and_values_land(store_url, product_url):
@@ -27,16 +24,7 @@ def test_the_daemon_runs_the_hourly_schedule_and_values_land(store_url, product_
         "product_db": {"tables": [{"table": "users", "created_at_column": "created_at"}]},
         "schedule": {"lag_minutes": {"default": lag}},
     }
-    (home / "platform.yaml").write_text(yaml.safe_dump(settings))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("METRICS_PLATFORM_")}
-    env.update(
-        {
-            "DAGSTER_HOME": str(home),
-            "METRICS_PLATFORM_DATABASE_URL": store_url,
-            "METRICS_PLATFORM_PRODUCT_DATABASE_URL": product_url,
-            "METRICS_PLATFORM_CONFIG": str(home / "platform.yaml"),
-        }
-    )
+    env = instance_env(home, settings, store_url, product_url)
     with dagster_daemon(home, env) as daemon:
         hour_start = datetime.strptime(hour, "%Y-%m-%d-%H:%M").replace(tzinfo=timezone.utc)
         deadline = time.monotonic() + 420

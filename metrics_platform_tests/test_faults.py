@@ -49,7 +49,7 @@ from metrics_platform.definitions import build_definitions
 from metrics_platform.defs.jobs import HOURLY_JOB
 from metrics_platform.lib.database import DATABASE_URL_ENV, PRODUCT_DATABASE_URL_ENV, connect
 from metrics_platform.lib.demo_data import seed_product_database
-from metrics_platform.lib.embedded_postgres import EmbeddedPostgres, free_port
+from metrics_platform.lib.embedded_postgres import EmbeddedPostgres, throwaway_server
 from metrics_platform.lib.errors import MetricsPlatformError
 from metrics_platform_tests.conftest import RANGE_TAGS, TEST_SETTINGS, execute, new_database, query
 from metrics_platform_tests.stubs import PrometheusStub
@@ -638,15 +638,8 @@ def test_a_run_killed_between_the_raw_assets_and_the_hourly_values_converges_on_
 @pytest.fixture
 def own_server() -> Iterator[EmbeddedPostgres]:
     """A PostgreSQL server of this test's own, free to be restarted."""
-    base = Path(tempfile.mkdtemp(prefix="metrics_platform_pg_restart_"))
-    base.chmod(0o755)  # reachable by the `postgres` user the server may run as
-    server = EmbeddedPostgres(base / "data", free_port(), fsync=False)
-    server.start()
-    try:
+    with throwaway_server("metrics_platform_pg_restart_") as (server, _):
         yield server
-    finally:
-        server.stop()
-        shutil.rmtree(base, ignore_errors=True)
 
 
 def step_failures(child: Child) -> dict[str, dg.DagsterEvent]:

@@ -39,8 +39,14 @@ from metrics_platform.lib.grafana_macros import (
     parse_interval,
 )
 from metrics_platform.lib.grafana_role import ensure_reader_role
-from metrics_platform.lib.store import migrate
-from metrics_platform_tests.conftest import RANGE_TAGS, TEST_SETTINGS, execute, new_database, query
+from metrics_platform_tests.conftest import (
+    RANGE_TAGS,
+    TEST_SETTINGS,
+    execute,
+    new_database,
+    new_store,
+    query,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 GRAFANA = ROOT / "grafana"
@@ -177,12 +183,7 @@ def is_number(value) -> bool:
 
 @pytest.fixture(scope="module")
 def demo_store(postgres_server) -> str:
-    store = new_database(postgres_server, "grafana_store")
-    conn = connect(store)
-    try:
-        migrate(conn)
-    finally:
-        conn.close()
+    store = new_store(postgres_server, "grafana_store")
     product = new_database(postgres_server, "grafana_product")
     seed_product_database(product, now=NOW, days=5, users=1000)
     quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}

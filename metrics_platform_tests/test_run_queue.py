@@ -1,16 +1,21 @@
 """The instance's run queue, enforced by the real daemon: runs of one source never overlap
 (per-source concurrency limit in dagster.yaml), whatever launches them."""
 
-import os
 import subprocess
 import time
 from datetime import datetime, timezone
 
 import dagster as dg
-import yaml
 
 from metrics_platform.lib.demo_data import seed_product_database
-from metrics_platform_tests.processes import BIN, REPO, daemon_log, dagster_daemon, instance_home
+from metrics_platform_tests.processes import (
+    BIN,
+    REPO,
+    daemon_log,
+    dagster_daemon,
+    instance_env,
+    instance_home,
+)
 
 
 def launched(instance: dg.DagsterInstance) -> list:
@@ -28,23 +33,11 @@ def test_runs_of_one_source_are_dequeued_one_at_a_time(store_url, product_url, m
         product_url, now=datetime(2026, 3, 12, tzinfo=timezone.utc), days=2, users=50
     )
     home = instance_home("metrics_platform_queue_")
-    (home / "platform.yaml").write_text(
-        yaml.safe_dump(
-            {
-                "product_db": {"tables": [{"table": "users", "created_at_column": "created_at"}]},
-                "crawlers": {"crawlers_table": "spiders"},
-            }
-        )
-    )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("METRICS_PLATFORM_")}
-    env.update(
-        {
-            "DAGSTER_HOME": str(home),
-            "METRICS_PLATFORM_DATABASE_URL": store_url,
-            "METRICS_PLATFORM_PRODUCT_DATABASE_URL": product_url,
-            "METRICS_PLATFORM_CONFIG": str(home / "platform.yaml"),
-        }
-    )
+    settings = {
+        "product_db": {"tables": [{"table": "users", "created_at_column": "created_at"}]},
+        "crawlers": {"crawlers_table": "spiders"},
+    }
+    env = instance_env(home, settings, store_url, product_url)
     for key, value in env.items():
         monkeypatch.setenv(key, value)
 

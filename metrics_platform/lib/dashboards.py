@@ -366,6 +366,17 @@ def last_per_interval(series: str, variable: str) -> str:
     """
 
 
+def sum_per_interval(metric: str) -> str:
+    """The query of a counter: the sum of the metric's hourly values in each interval."""
+    return f"""
+        SELECT $__timeGroupAlias(time, $__interval), metric, sum(value) AS value
+        FROM {HOURLY}
+        WHERE $__timeFilter(time) AND metric = ANY(ARRAY['{metric}']::text[])
+        GROUP BY 1, 2
+        ORDER BY 1, 2
+    """
+
+
 LATENCY_P50_DAILY = f"""
     SELECT {DAY_AS_TIME}, split_part(metric, '.', 2) AS metric, value
     FROM {DAILY}
@@ -414,13 +425,7 @@ def business() -> models.Dashboard:
         TimeSeries(
             "Sessions started",
             "ga.sessions per interval (GA4).",
-            f"""
-            SELECT $__timeGroupAlias(time, $__interval), metric, sum(value) AS value
-            FROM {HOURLY}
-            WHERE $__timeFilter(time) AND metric = ANY(ARRAY['ga.sessions']::text[])
-            GROUP BY 1, 2
-            ORDER BY 1, 2
-            """,
+            sum_per_interval("ga.sessions"),
             width=12,
             no_value=no_ga,
         ),
@@ -429,13 +434,7 @@ def business() -> models.Dashboard:
             "ga.new_users per interval (GA4). Active users are distinct users, which do not add "
             "up over an interval: see them per day below (ga.active_users, recomputed by GA4 "
             "for each day).",
-            f"""
-            SELECT $__timeGroupAlias(time, $__interval), metric, sum(value) AS value
-            FROM {HOURLY}
-            WHERE $__timeFilter(time) AND metric = ANY(ARRAY['ga.new_users']::text[])
-            GROUP BY 1, 2
-            ORDER BY 1, 2
-            """,
+            sum_per_interval("ga.new_users"),
             width=12,
             no_value=no_ga,
         ),

@@ -15,6 +15,9 @@ import pwd
 import shutil
 import socket
 import subprocess
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -194,3 +197,18 @@ class EmbeddedPostgres:
         finally:
             conn.close()
         return self.url(dbname)
+
+
+@contextmanager
+def throwaway_server(prefix: str) -> Iterator[tuple[EmbeddedPostgres, Path]]:
+    """A started cluster without fsync in a new temp folder (named `prefix`...), on a free port,
+    and that folder for scratch files; both removed afterwards. For tests and benchmarks."""
+    base = Path(tempfile.mkdtemp(prefix=prefix))
+    base.chmod(0o755)  # reachable by the `postgres` user the server may run as
+    server = EmbeddedPostgres(base / "data", free_port(), fsync=False)
+    server.start()
+    try:
+        yield server, base
+    finally:
+        server.stop()
+        shutil.rmtree(base, ignore_errors=True)
