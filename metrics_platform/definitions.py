@@ -76,7 +76,11 @@ def build_definitions(
     return dg.Definitions(
         assets=[
             *(asset for source in sources for asset in source.for_definitions()),
-            build_hourly_values(raw_keys, [m for s in enabled for m in s.expected_metrics]),
+            build_hourly_values(
+                raw_keys,
+                [m for s in enabled for m in s.expected_metrics],
+                {source.key: source.name for source in enabled},
+            ),
             build_daily_values(daily_keys),
             *build_kpi_assets(kpis),
         ],

@@ -47,6 +47,11 @@ def product_url(postgres_server) -> str:
     return new_database(postgres_server, "product")
 
 
+# The sources' values in the views, without the platform's own metrics of completeness.
+SOURCE_HOURS = "metrics.hourly_values_by_name WHERE metric NOT LIKE 'platform.%%'"
+SOURCE_DAYS = "metrics.daily_values_by_name WHERE metric NOT LIKE 'platform.%%'"
+
+
 def query(url: str, sql: str, params=None) -> list[tuple]:
     conn = connect(url)
     try:

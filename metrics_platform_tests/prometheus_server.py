@@ -96,8 +96,10 @@ def binaries() -> tuple[str, str]:
 
 
 @contextmanager
-def running_prometheus() -> Iterator[PrometheusServer]:
-    """A real Prometheus with the test series, on 127.0.0.1 and a free port."""
+def running_prometheus(backfilled: bool = True) -> Iterator[PrometheusServer]:
+    """A real Prometheus with the test series, on 127.0.0.1 and a free port; without them
+    (`backfilled=False`) it answers no series for their hours, as any Prometheus does for
+    hours older than its retention."""
     prometheus, promtool = binaries()
     now = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0)
     start = now - timedelta(days=4) - HOURS * ONE_HOUR
@@ -105,11 +107,15 @@ def running_prometheus() -> Iterator[PrometheusServer]:
     data = base / "data"
     (base / "series.om").write_text(openmetrics(start))
     (base / "prometheus.yml").write_text("global:\n  scrape_interval: 1m\n")  # no scrape targets
-    subprocess.run(
-        [promtool, "tsdb", "create-blocks-from", "openmetrics", str(base / "series.om"), str(data)],
-        check=True,
-        capture_output=True,
-    )
+    if backfilled:
+        subprocess.run(
+            [
+                *(promtool, "tsdb", "create-blocks-from", "openmetrics"),
+                *(str(base / "series.om"), str(data)),
+            ],
+            check=True,
+            capture_output=True,
+        )
     url = f"http://127.0.0.1:{free_port()}"
     with open(base / "prometheus.log", "wb") as log:
         process = subprocess.Popen(

@@ -124,7 +124,7 @@ def metrics_at(store_url, hour):
     rows = query(
         store_url,
         "SELECT DISTINCT split_part(metric, '.', 1) FROM "
-        "metrics.hourly_values_by_name WHERE time = %s",
+        "metrics.hourly_values_by_name WHERE time = %s AND metric NOT LIKE 'platform.%%'",
         (hour,),
     )
     return {r[0] for r in rows}

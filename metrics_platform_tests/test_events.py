@@ -113,3 +113,39 @@ def test_event_types_that_collide_as_metric_names_are_refused():
 def test_an_event_without_a_type_is_refused():
     with pytest.raises(SourceError, match="source 'events': an event has no type"):
         normalize_hourly([(DAY, None, 3, None, None)], [50])
+
+
+def test_an_hour_without_events_of_a_known_type_counts_zero_and_has_no_percentiles(
+    store_url, product_url
+):
+    """Zero versus missing: in every hour the event log was read, each known type has a count
+    (0 when none of its events happened) and an error count; percentiles of no events stay
+    absent. A type is known once seen in the window or registered in the catalog before."""
+    execute(product_url, DEMO_SCHEMA_SQL)
+    execute(
+        product_url,
+        """INSERT INTO events (type, occurred_at, duration_ms, failed) VALUES
+           ('export', '2026-03-10 01:10+00', 12, true),
+           ('export', '2026-03-10 01:20+00', NULL, false),
+           ('signup', '2026-03-09 05:00+00', 100, false)""",
+    )
+    resources = platform_resources(store_url, product_url)
+    selection = dg.AssetSelection.assets(HOURLY_KEY, HOURLY_VALUES_KEY)
+    # `signup` happened the day before: it is in the catalog from then on.
+    assert materialize(resources, selection=selection, partition_key="2026-03-09-05:00").success
+    assert materialize(
+        resources, selection=selection, partition_range=("2026-03-10-00:00", "2026-03-10-03:00")
+    ).success
+
+    got = values(store_url)
+    hours = pd.date_range("2026-03-10", periods=4, freq="h", tz="UTC")
+    for hour in hours:
+        busy = hour.hour == 1
+        assert got[("events.export.count", hour)] == (2 if busy else 0)
+        assert got[("events.export.errors", hour)] == (1 if busy else 0)
+        assert got[("events.signup.count", hour)] == 0
+        assert got[("events.signup.errors", hour)] == 0
+        # One timing in hour 01:00 makes its percentiles; no timing, no percentile.
+        assert (("events.export.duration.p50", hour) in got) == busy
+        assert ("events.signup.duration.p50", hour) not in got
+    assert got[("events.export.duration.p99", hours[1])] == 12.0

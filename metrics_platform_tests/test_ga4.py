@@ -50,7 +50,7 @@ from metrics_platform.demo.ga4_sample_server import (
 )
 from metrics_platform.lib.errors import ConfigurationError, SourceError
 from metrics_platform.lib.postgres_io import PostgresPandasIOManager
-from metrics_platform_tests.conftest import RANGE_TAGS, query
+from metrics_platform_tests.conftest import RANGE_TAGS, SOURCE_DAYS, SOURCE_HOURS, query
 
 UTC = timezone.utc
 PROPERTY = "123456789"
@@ -849,11 +849,11 @@ def test_daily_active_users_come_from_the_daily_report_and_counters_from_the_hou
     assert result.success
     day_hours = business_day_hours("2026-03-10")
     hourly = [sample_values(h) for h in day_hours]
-    stored_hours = query(store_url, "SELECT metric, time, value FROM metrics.hourly_values_by_name")
+    stored_hours = query(store_url, "SELECT metric, time, value FROM " + SOURCE_HOURS)
     # Active users stay in hourly values too.
     assert {(m, pd.Timestamp(t)): v for m, t, v in stored_hours} == sample_frame(day_hours)
 
-    daily = dict(query(store_url, "SELECT metric, value FROM metrics.daily_values_by_name"))
+    daily = dict(query(store_url, "SELECT metric, value FROM " + SOURCE_DAYS))
     active_users = daily_values(hourly)["activeUsers"]
     assert daily == {
         "ga.active_users": float(active_users),  # the daily report's distinct users...
@@ -894,7 +894,7 @@ def test_a_property_in_another_zone_fails_the_daily_report_but_not_the_hours(sto
     )
     assert message.rstrip().endswith("(partition 2026-03-10)")
     assert len([r for r in server.requests if r["dimensions"] == [{"name": "date"}]]) == 1
-    assert query(store_url, "SELECT count(*) FROM metrics.hourly_values") == [(3 * 24,)]
+    assert query(store_url, "SELECT count(*) FROM " + SOURCE_HOURS) == [(3 * 24,)]
     assert query(store_url, "SELECT count(*) FROM metrics.daily_values") == [(0,)]
 
 
@@ -903,9 +903,13 @@ def test_a_range_of_hours_lands_in_hourly_values_as_served(store_url, server):
     result = materialize(store_url, resource, "2026-03-10-00:00", "2026-03-11-23:00")
     assert result.success
 
-    rows = query(store_url, "SELECT metric, time, value FROM metrics.hourly_values_by_name")
+    rows = query(store_url, "SELECT metric, time, value FROM " + SOURCE_HOURS)
     assert {(m, pd.Timestamp(t)): v for m, t, v in rows} == sample_frame(hours("2026-03-10", 48))
-    catalog = query(store_url, "SELECT name, aggregation, source FROM metrics.metric ORDER BY name")
+    catalog = query(
+        store_url,
+        "SELECT name, aggregation, source FROM metrics.metric "
+        "WHERE source <> 'platform' ORDER BY name",
+    )
     assert catalog == [
         ("ga.active_users", "last", "ga4"),
         ("ga.new_users", "sum", "ga4"),
@@ -926,8 +930,9 @@ def test_a_range_of_hours_lands_in_hourly_values_as_served(store_url, server):
     }
 
 
-def test_hours_without_traffic_warn_that_a_metric_is_missing(store_url, server):
+def test_hours_without_traffic_are_zero_and_warn_that_a_metric_is_missing(store_url, server):
     # Before the sample data's first closed hour there is nothing: GA4 leaves such hours out.
+    # GA4 was read for them: nothing happened, so every configured count is 0, not missing.
     server.now = lambda: utc(2026, 3, 10)
     result = materialize(store_url, client(server), "2026-03-10-00:00", "2026-03-10-05:00")
     assert result.success
@@ -935,7 +940,8 @@ def test_hours_without_traffic_warn_that_a_metric_is_missing(store_url, server):
         c for c in result.get_asset_check_evaluations() if c.check_name == "every_metric_reported"
     )
     assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN
-    assert query(store_url, "SELECT count(*) FROM metrics.hourly_values") == [(0,)]
+    stored = query(store_url, "SELECT metric, value FROM " + SOURCE_HOURS)
+    assert sorted(stored) == sorted((name, 0.0) for name in METRICS.values() for _ in range(6))
 
 
 def test_a_server_that_keeps_failing_fails_only_the_ga4_asset(store_url, server, monkeypatch):
@@ -978,7 +984,7 @@ def test_the_daily_revisit_replaces_the_hours_ga4_revised(store_url, server):
     first, last = revisited_hours(server.now(), 5, revisit_hours({}, "ga4"))
     assert materialize(store_url, resource, first, last).success
 
-    rows = query(store_url, "SELECT time, value FROM metrics.hourly_values_by_name")
+    rows = query(store_url, "SELECT time, value FROM " + SOURCE_HOURS)
     stored = {pd.Timestamp(t): v for t, v in rows}
     revisited = hours("2026-03-10 03:00", 48)
     assert {h: stored[h] for h in revisited} == {

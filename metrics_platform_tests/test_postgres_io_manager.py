@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from metrics_platform.lib.postgres_io import PostgresPandasIOManager
+from metrics_platform.lib.postgres_io.kept_values import ALLOW_FEWER_VALUES_TAG
 from metrics_platform_tests import io_assets
 from metrics_platform_tests.conftest import query
 
@@ -20,8 +21,17 @@ RANGE_TAGS = ("dagster/asset_partition_range_start", "dagster/asset_partition_ra
 REPO = Path(__file__).resolve().parent.parent
 
 
-def run(url, assets, *, partition_key=None, partition_range=None, config=None, raise_on_error=True):
-    tags = dict(zip(RANGE_TAGS, partition_range)) if partition_range else None
+def run(
+    url,
+    assets,
+    *,
+    partition_key=None,
+    partition_range=None,
+    config=None,
+    raise_on_error=True,
+    tags=None,
+):
+    tags = {**(dict(zip(RANGE_TAGS, partition_range)) if partition_range else {}), **(tags or {})}
     run_config = {"ops": {"test_io__values": {"config": config}}} if config else None
     with dg.instance_for_test() as instance:
         return dg.materialize(
@@ -56,12 +66,23 @@ def test_materializing_a_partition_twice_gives_the_same_table(store_url):
 def test_writing_an_hour_replaces_exactly_that_hour(store_url):
     run(store_url, [io_assets.values], partition_range=("2026-03-10-04:00", "2026-03-10-06:00"))
     before = {(h.isoformat(), m): v for h, m, v in table(store_url)}
-    # Version 2 of hour 05:00 reports only one metric: the other two must disappear from it.
+    # Version 2 of hour 05:00 reports only one metric. Storing fewer values than the hour holds
+    # is refused, unless the run allows it explicitly: then the other two disappear from it.
+    refused = run(
+        store_url,
+        [io_assets.values],
+        partition_key=HOUR,
+        config={"version": 2, "metrics": ["alpha"]},
+        raise_on_error=False,
+    )
+    assert not refused.success
+    assert {(h.isoformat(), m): v for h, m, v in table(store_url)} == before
     run(
         store_url,
         [io_assets.values],
         partition_key=HOUR,
         config={"version": 2, "metrics": ["alpha"]},
+        tags={ALLOW_FEWER_VALUES_TAG: "true"},
     )
     after = {(h.isoformat(), m): v for h, m, v in table(store_url)}
 
@@ -159,6 +180,7 @@ from pathlib import Path
 import dagster as dg
 from metrics_platform.lib.postgres_io import pandas_type_handler
 from metrics_platform.lib.postgres_io import PostgresPandasIOManager
+from metrics_platform.lib.postgres_io.kept_values import ALLOW_FEWER_VALUES_TAG
 from metrics_platform_tests import io_assets
 
 marker = Path(sys.argv[2])

@@ -12,7 +12,14 @@ from metrics_platform.defs.sources.product_db.assets import ROW_COUNTS_KEY
 from metrics_platform.defs.sources.product_db.normalize import normalize_row_counts
 from metrics_platform.lib.demo_data import seed_product_database
 from metrics_platform.lib.errors import ConfigurationError, SourceError
-from metrics_platform_tests.conftest import execute, materialize, platform_resources, query
+from metrics_platform_tests.conftest import (
+    SOURCE_DAYS,
+    SOURCE_HOURS,
+    execute,
+    materialize,
+    platform_resources,
+    query,
+)
 
 NOW = datetime(2026, 3, 12, 9, 17, tzinfo=timezone.utc)
 HOURLY = dg.AssetSelection.assets(ROW_COUNTS_KEY, HOURLY_VALUES_KEY)
@@ -25,7 +32,7 @@ def expected_counts(product_url: str, table: str, hours) -> dict:
 
 
 def hourly_values(store_url: str) -> dict:
-    rows = query(store_url, "SELECT metric, time, value FROM metrics.hourly_values_by_name")
+    rows = query(store_url, "SELECT metric, time, value FROM " + SOURCE_HOURS)
     return {(m, pd.Timestamp(t)): v for m, t, v in rows}
 
 
@@ -129,9 +136,7 @@ def test_daily_values_sum_counters_and_keep_the_last_gauge(store_url, product_ur
     materialize(
         resources, selection=dg.AssetSelection.assets(DAILY_VALUES_KEY), partition_key="2026-03-10"
     )
-    rows = query(
-        store_url, "SELECT metric, date::text, value FROM metrics.daily_values_by_name ORDER BY 1"
-    )
+    rows = query(store_url, f"SELECT metric, date::text, value FROM {SOURCE_DAYS} ORDER BY 1")
     assert rows == [("signups", "2026-03-10", 48.0), ("users", "2026-03-10", 123.0)]
 
 

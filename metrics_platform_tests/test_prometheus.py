@@ -26,7 +26,7 @@ from metrics_platform.lib.demo_data import seed_product_database
 from metrics_platform.lib.embedded_postgres import free_port
 from metrics_platform.lib.errors import ConfigurationError, SourceError
 from metrics_platform.lib.postgres_io import PostgresPandasIOManager
-from metrics_platform_tests.conftest import RANGE_TAGS, query
+from metrics_platform_tests.conftest import RANGE_TAGS, SOURCE_HOURS, query
 from metrics_platform_tests.prometheus_server import (
     COUNTERS,
     HOURS,
@@ -541,12 +541,14 @@ def test_a_range_of_hours_lands_in_the_metric_store(store_url, prometheus_server
     result = materialize(assets, resources, server.start, server.end - ONE_HOUR)
     assert result.success
 
-    rows = query(store_url, "SELECT metric, time, value FROM metrics.hourly_values_by_name")
+    rows = query(store_url, "SELECT metric, time, value FROM " + SOURCE_HOURS)
     assert {(m, pd.Timestamp(t)): v for m, t, v in rows} == pytest.approx(
         expected_values(server, range(HOURS)), rel=1e-12
     )
     catalog = query(
-        store_url, "SELECT name, aggregation, unit, source FROM metrics.metric ORDER BY name"
+        store_url,
+        "SELECT name, aggregation, unit, source FROM metrics.metric "
+        "WHERE source <> 'platform' ORDER BY name",
     )
     assert catalog == [
         ("cache.hit_ratio.sessions", "last", "", "prometheus"),

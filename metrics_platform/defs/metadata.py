@@ -49,3 +49,14 @@ def value_table_schema(period: str) -> dg.TableSchema:
             dg.TableColumn("value", "double precision", description="The value for the period."),
         ]
     )
+
+
+def value_table_metadata(period: str) -> dict:
+    """Definition metadata of an asset stored in a value table of the metric store: its
+    partition column, its key (stored values are never replaced by fewer, see
+    `lib/postgres_io/kept_values.py`) and its columns."""
+    return {
+        "partition_expr": period,
+        "primary_key": ["metric_id", period],
+        "dagster/column_schema": value_table_schema(period),
+    }

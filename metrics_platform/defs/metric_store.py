@@ -52,6 +52,11 @@ class MetricStore(dg.ConfigurableResource):
         with self.connection() as conn:
             return store.read_catalog(conn, ids)
 
+    def source_metrics(self, source: str) -> Mapping[str, store.CatalogEntry]:
+        """The catalog entries a source has registered, by name."""
+        with self.connection() as conn:
+            return {e.name: e for e in store.read_catalog(conn, source=source).values()}
+
     def latest_hour(self):
         """The latest hour with any value, or None."""
         with self.connection() as conn, conn, conn.cursor() as cur:

@@ -138,3 +138,37 @@ def empty_daily_frame() -> pd.DataFrame:
             "value": pd.Series([], dtype="float64"),
         }
     )
+
+
+def fill_zeros(
+    frame: pd.DataFrame, metrics: Iterable[str], periods: Iterable, period: str = "hour"
+) -> pd.DataFrame:
+    """`frame` with a 0 for every (period, metric) of `metrics` x `periods` it has no row for.
+
+    For a source that was read for those periods: a counter of something that did not happen is
+    0, not "not measured". Only metrics that are 0 when nothing happens belong in `metrics`
+    (counts, sums, distinct users), never ones that cannot exist without events (percentiles).
+    """
+    names = sorted(set(metrics))
+    periods = list(periods)
+    if not names or not periods:
+        return frame
+    grid = pd.MultiIndex.from_product([periods, names], names=[period, "metric"])
+    present = pd.MultiIndex.from_frame(frame[[period, "metric"]]) if len(frame) else None
+    missing = grid if present is None else grid.difference(present)
+    if not len(missing):
+        return frame
+    zeros = missing.to_frame(index=False).assign(value=0.0)
+    if period == "hour":
+        zeros["hour"] = pd.to_datetime(zeros["hour"], utc=True)
+    else:
+        zeros[period] = zeros[period].astype(object)
+    zeros["metric"] = zeros["metric"].astype(object)
+    columns = [period, "metric", "value"]
+    filled = zeros[columns] if not len(frame) else pd.concat([frame[columns], zeros[columns]])
+    return filled.sort_values([period, "metric"], ignore_index=True)
+
+
+def window_hours(start: datetime, end: datetime) -> pd.DatetimeIndex:
+    """The UTC hours of the half-open window [start, end)."""
+    return pd.date_range(start, end, freq="h", inclusive="left", tz="UTC")

@@ -354,14 +354,22 @@ def ensure_metrics(
 
 
 def read_catalog(
-    conn: psycopg2.extensions.connection, ids: Iterable[int] | None = None
+    conn: psycopg2.extensions.connection,
+    ids: Iterable[int] | None = None,
+    *,
+    source: str | None = None,
 ) -> Mapping[int, CatalogEntry]:
-    """Catalog entries by id (all of them, or only `ids`)."""
+    """Catalog entries by id (all of them, only `ids`, or only those of `source`)."""
     query = f"SELECT id, name, aggregation, source, unit, description FROM {SCHEMA}.metric"
-    params: tuple = ()
+    conditions, params = [], []
     if ids is not None:
-        query += " WHERE id = ANY(%s)"
-        params = (sorted({int(i) for i in ids}),)
+        conditions.append("id = ANY(%s)")
+        params.append(sorted({int(i) for i in ids}))
+    if source is not None:
+        conditions.append("source = %s")
+        params.append(source)
+    if conditions:
+        query += " WHERE " + " AND ".join(conditions)
     with conn, conn.cursor() as cur:
         cur.execute(query, params)
         return {row[0]: CatalogEntry(*row) for row in cur.fetchall()}

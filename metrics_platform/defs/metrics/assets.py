@@ -1,6 +1,6 @@
 """Hourly values from every raw source, and their daily rollups."""
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 
 import dagster as dg
@@ -10,7 +10,7 @@ from metrics_platform.defs.automation.conditions import (
     FOLLOW_ANY_SOURCE,
     WHEN_THE_DAY_IS_COMPLETE,
 )
-from metrics_platform.defs.metadata import value_table_schema, window_metadata
+from metrics_platform.defs.metadata import value_table_metadata, window_metadata
 from metrics_platform.defs.metric_store import MetricStore
 from metrics_platform.defs.metrics.rollup import rollup_daily
 from metrics_platform.defs.partitions import (
@@ -21,6 +21,8 @@ from metrics_platform.defs.partitions import (
     utc_window,
 )
 from metrics_platform.lib.errors import MetricsPlatformError
+from metrics_platform.lib.metric_rows import window_hours
+from metrics_platform.lib.store import MetricSpec
 
 HOURLY_VALUES_KEY = dg.AssetKey(["metrics", "hourly_values"])
 COMPLETE = "every_expected_metric_present"
@@ -28,6 +30,36 @@ COUNTERS_NON_NEGATIVE = "counters_non_negative"
 LATEST_HOUR_LANDED = "latest_hour_landed"
 DAILY_VALUES_KEY = dg.AssetKey(["metrics", "daily_values"])
 GROUP = "metrics"
+DAY_COMPLETE_CHECK = "every_hour_of_the_day_complete"
+# The platform's own metrics of completeness, stored beside the values (source `platform`).
+PLATFORM_SOURCE = "platform"
+HOUR_COMPLETE = "platform.hour_complete"
+SOURCES_MISSING = "platform.sources_missing"
+DAY_COMPLETE = "platform.day_complete"
+COMPLETENESS_SPECS = (
+    MetricSpec(
+        HOUR_COMPLETE,
+        "sum",
+        PLATFORM_SOURCE,
+        "hours",
+        "1 when every enabled source landed values for the hour, else 0 (a day's value: its "
+        "complete hours).",
+    ),
+    MetricSpec(
+        SOURCES_MISSING,
+        "sum",
+        PLATFORM_SOURCE,
+        "sources",
+        "Enabled sources that landed nothing for the hour (a day's value: source-hours missing).",
+    ),
+    MetricSpec(
+        DAY_COMPLETE,
+        "recomputed",
+        PLATFORM_SOURCE,
+        "days",
+        "1 when every hour of the business day is in and complete, else 0.",
+    ),
+)
 
 
 def _window_metadata(context: dg.AssetExecutionContext) -> dict[str, dg.MetadataValue]:
@@ -81,12 +113,68 @@ def completeness(
     return not incomplete, incomplete
 
 
+def hours_missing_sources(
+    frames: Mapping[str, pd.DataFrame], start: datetime, end: datetime
+) -> pd.DataFrame:
+    """For every hour of [start, end): the sources (by name) that landed nothing for it.
+
+    A source that was read for an hour lands a value for each metric it knows (0 when nothing
+    happened), so an hour without any row of a source is an hour the source did not measure,
+    whatever its metric names look like. Returns (hour, missing) with `missing` a sorted tuple,
+    empty for a complete hour."""
+    hours = window_hours(start, end)
+    landed = {
+        name: set(frame["hour"].unique()) if len(frame) else set()
+        for name, frame in frames.items()
+    }
+    missing = [tuple(sorted(n for n, seen in landed.items() if hour not in seen)) for hour in hours]
+    return pd.DataFrame({"hour": hours, "missing": missing})
+
+
+def completeness_rows(missing: pd.DataFrame) -> pd.DataFrame:
+    """The platform's own hourly metrics of completeness, in the raw rows' shape:
+    `platform.hour_complete` (1 or 0) and `platform.sources_missing` (how many enabled sources
+    landed nothing for the hour)."""
+    counts = missing["missing"].map(len).astype("float64")
+    return pd.concat(
+        [
+            pd.DataFrame(
+                {"hour": missing["hour"], "metric": HOUR_COMPLETE, "value": (counts == 0) * 1.0}
+            ),
+            pd.DataFrame({"hour": missing["hour"], "metric": SOURCES_MISSING, "value": counts}),
+        ],
+        ignore_index=True,
+    )
+
+
+def describe_gaps(gaps: Sequence[tuple[object, Sequence[str]]], limit: int = 10) -> str:
+    """`2026-03-10T05:00Z: events, ga4` lines for the first `limit` incomplete periods."""
+    lines = [
+        f"{period:%Y-%m-%dT%H:%MZ}: {', '.join(what)}"
+        if isinstance(period, (datetime, pd.Timestamp))
+        else f"{period}: {', '.join(what)}"
+        for period, what in gaps[:limit]
+    ]
+    if len(gaps) > limit:
+        lines.append(f"... and {len(gaps) - limit} more")
+    return "\n".join(lines) or "none"
+
+
 def build_hourly_values(
-    raw_keys: Sequence[dg.AssetKey], expected_metrics: Sequence[str] = ()
+    raw_keys: Sequence[dg.AssetKey],
+    expected_metrics: Sequence[str] = (),
+    source_names: Mapping[dg.AssetKey, str] | None = None,
 ) -> dg.AssetsDefinition:
-    """The hourly values asset over the given raw source assets; `expected_metrics` are the
-    metrics every hour must have (the completeness check)."""
+    """The hourly values asset over the given raw source assets (each an enabled source, named
+    by `source_names`, by default by its key); `expected_metrics` are the metrics every hour
+    must have. An hour is complete when every source landed values for it and every expected
+    metric is there: the completeness check says which hours are not, and the platform's own
+    metrics (`platform.hour_complete`, `platform.sources_missing`) store it for dashboards."""
     ins = {key.to_python_identifier(): dg.AssetIn(key=key) for key in raw_keys}
+    names_by_input = {
+        key.to_python_identifier(): (source_names or {}).get(key, key.to_user_string())
+        for key in raw_keys
+    }
 
     @dg.asset(
         key=HOURLY_VALUES_KEY,
@@ -95,7 +183,7 @@ def build_hourly_values(
         ins=ins,
         partitions_def=hourly_partitions,
         backfill_policy=single_run,
-        metadata={"partition_expr": "hour", "dagster/column_schema": value_table_schema("hour")},
+        metadata=value_table_metadata("hour"),
         automation_condition=FOLLOW_ANY_SOURCE,
         freshness_policy=dg.FreshnessPolicy.time_window(
             fail_window=timedelta(hours=3), warn_window=timedelta(hours=2)
@@ -104,8 +192,8 @@ def build_hourly_values(
             dg.AssetCheckSpec(
                 COMPLETE,
                 asset=HOURLY_VALUES_KEY,
-                description="Every expected metric of every enabled source has a "
-                "value for every hour written.",
+                description="Every enabled source landed values for every hour written, with "
+                "every metric it must report.",
             ),
             dg.AssetCheckSpec(
                 COUNTERS_NON_NEGATIVE,
@@ -117,12 +205,19 @@ def build_hourly_values(
     def hourly_values(
         context: dg.AssetExecutionContext, metric_store: MetricStore, **raw: pd.DataFrame
     ):
-        """Every source's metrics for each UTC hour, keyed by catalog id (`metrics.hourly_values`)."""
+        """Every source's metrics for each UTC hour, keyed by catalog id (`metrics.hourly_values`),
+        with the platform's record of which sources landed each hour."""
+        start, end = utc_window(context)
+        by_source = {names_by_input[name]: frame for name, frame in raw.items()}
+        missing = hours_missing_sources(by_source, start, end)
+        frames = {**raw, PLATFORM_SOURCE: completeness_rows(missing)}
         names = set()
-        for frame in raw.values():
+        for frame in frames.values():
             names |= set(frame["metric"]) if len(frame) else set()
+        metric_store.register_metrics(COMPLETENESS_SPECS)
         ids = metric_store.metric_ids(names)
-        values = combine_sources(raw, ids)
+        values = combine_sources(frames, ids)
+        gaps = [(h, m) for h, m in zip(missing["hour"], missing["missing"]) if m]
         yield dg.Output(
             values,
             metadata={
@@ -133,19 +228,24 @@ def build_hourly_values(
                 },
                 "rows_out": dg.MetadataValue.int(len(values)),
                 "metrics": dg.MetadataValue.int(values["metric_id"].nunique()),
+                "incomplete_hours": dg.MetadataValue.int(len(gaps)),
             },
         )
 
         names_by_id = {i: n for n, i in ids.items()}
         named = values.assign(metric=values["metric_id"].map(names_by_id))
-        passed, incomplete = completeness(named, expected_metrics, *utc_window(context))
+        _, incomplete = completeness(named, expected_metrics, start, end)
         yield dg.AssetCheckResult(
             check_name=COMPLETE,
-            passed=passed,
+            passed=not gaps and not incomplete,
             severity=dg.AssetCheckSeverity.WARN,
             metadata={
+                "incomplete_hours": dg.MetadataValue.int(len(gaps)),
+                "hours": dg.MetadataValue.int(len(missing)),
+                "sources_missing": dg.MetadataValue.text(describe_gaps(gaps)),
                 "incomplete": dg.MetadataValue.text(", ".join(incomplete) or "none"),
                 "expected": dg.MetadataValue.int(len(expected_metrics)),
+                "sources": dg.MetadataValue.text(", ".join(sorted(by_source)) or "none"),
             },
         )
         catalog = metric_store.catalog(values["metric_id"].unique().tolist()) if len(values) else {}
@@ -214,6 +314,31 @@ def combine_daily(
     return daily.sort_values(["metric_id", "day"], ignore_index=True)
 
 
+def day_completeness(
+    hourly: pd.DataFrame, complete_id: int | None, start: datetime, end: datetime, timezone: str
+) -> pd.DataFrame:
+    """For every business day of [start, end): its hours, how many of them are in and
+    complete (`platform.hour_complete` is 1), and whether the whole day is. A day of 23 or 25
+    hours (daylight saving changes) needs 23 or 25."""
+    hours = window_hours(start, end)
+    days = pd.Series(hours.tz_convert(timezone).date, index=hours)
+    expected = days.groupby(days).size()
+    if complete_id is None or not len(hourly):
+        done = pd.Series(0, index=expected.index)
+    else:
+        flags = hourly[(hourly["metric_id"] == complete_id) & (hourly["value"] == 1)]
+        local = flags["hour"].dt.tz_convert(timezone).dt.date
+        done = local.groupby(local).size().reindex(expected.index, fill_value=0)
+    return pd.DataFrame(
+        {
+            "day": pd.Series(list(expected.index), dtype=object),
+            "hours": expected.to_numpy(),
+            "complete_hours": done.to_numpy(),
+            "complete": (done.to_numpy() == expected.to_numpy()),
+        }
+    )
+
+
 def build_daily_values(computed_keys: Sequence[dg.AssetKey]) -> dg.AssetsDefinition:
     """The daily values asset over the hourly values and the sources' own daily assets."""
     ins = {
@@ -228,29 +353,54 @@ def build_daily_values(computed_keys: Sequence[dg.AssetKey]) -> dg.AssetsDefinit
         ins=ins,
         partitions_def=daily_partitions,
         backfill_policy=single_run,
-        metadata={"partition_expr": "day", "dagster/column_schema": value_table_schema("day")},
+        metadata=value_table_metadata("day"),
         automation_condition=WHEN_THE_DAY_IS_COMPLETE,
+        check_specs=[
+            dg.AssetCheckSpec(
+                DAY_COMPLETE_CHECK,
+                asset=DAILY_VALUES_KEY,
+                description="Every day was rolled up from all of its hours, each of them "
+                "complete (every enabled source landed it).",
+            )
+        ],
     )
     def daily_values(
         context: dg.AssetExecutionContext,
         metric_store: MetricStore,
         hourly_values: pd.DataFrame,
         **computed: pd.DataFrame,
-    ) -> pd.DataFrame:
+    ):
         """Each metric per business day: counters summed, gauges at their end-of-day value,
-        percentiles recomputed from the day's raw data."""
+        percentiles recomputed from the day's raw data; `platform.day_complete` says whether the
+        day was rolled up from all of its hours, each complete."""
+        start, end = utc_window(context)
         catalog = metric_store.catalog(hourly_values["metric_id"].unique().tolist())
         rolled_up = rollup_daily(
             hourly_values,
             {i: entry.aggregation for i, entry in catalog.items()},
             timezone=BUSINESS_TIMEZONE,
         )
-        names = set()
+        ids = metric_store.register_metrics(COMPLETENESS_SPECS)
+        days = day_completeness(
+            hourly_values, ids[HOUR_COMPLETE], start, end, timezone=BUSINESS_TIMEZONE
+        )
+        own = pd.DataFrame(
+            {"day": days["day"], "metric": DAY_COMPLETE, "value": days["complete"] * 1.0}
+        )
+        names = {DAY_COMPLETE}
         for frame in computed.values():
             names |= set(frame["metric"]) if len(frame) else set()
-        daily = combine_daily(rolled_up, computed, metric_store.metric_ids(names))
-        context.add_output_metadata(
-            {
+        daily = combine_daily(
+            rolled_up, {**computed, PLATFORM_SOURCE: own}, metric_store.metric_ids(names)
+        )
+        gaps = [
+            (day, [f"{done} of {hours} hours complete"])
+            for day, hours, done, ok in days.itertuples(index=False)
+            if not ok
+        ]
+        yield dg.Output(
+            daily,
+            metadata={
                 **_window_metadata(context),
                 "hours_in": dg.MetadataValue.int(
                     hourly_values["hour"].nunique() if len(hourly_values) else 0
@@ -258,8 +408,18 @@ def build_daily_values(computed_keys: Sequence[dg.AssetKey]) -> dg.AssetsDefinit
                 "rows_in": dg.MetadataValue.int(len(hourly_values)),
                 **{f"rows_in/{n}": dg.MetadataValue.int(len(f)) for n, f in computed.items()},
                 "rows_out": dg.MetadataValue.int(len(daily)),
-            }
+                "incomplete_days": dg.MetadataValue.int(len(gaps)),
+            },
         )
-        return daily
+        yield dg.AssetCheckResult(
+            check_name=DAY_COMPLETE_CHECK,
+            passed=not gaps,
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={
+                "incomplete_days": dg.MetadataValue.int(len(gaps)),
+                "days": dg.MetadataValue.int(len(days)),
+                "days_incomplete": dg.MetadataValue.text(describe_gaps(gaps)),
+            },
+        )
 
     return daily_values

@@ -18,7 +18,7 @@ from metrics_platform.defs.automation.conditions import (
     FOLLOW_ANY_SOURCE,
     WHEN_THE_DAY_IS_COMPLETE,
 )
-from metrics_platform.defs.metadata import value_table_schema
+from metrics_platform.defs.metadata import value_table_metadata
 from metrics_platform.defs.metric_store import MetricStore
 from metrics_platform.defs.metrics.assets import (
     DAILY_VALUES_KEY,
@@ -174,7 +174,7 @@ def _kpi_asset(
         ins={"values": dg.AssetIn(key=values_key)},
         partitions_def=partitions_def,
         backfill_policy=single_run,
-        metadata={"partition_expr": period, "dagster/column_schema": value_table_schema(period)},
+        metadata=value_table_metadata(period),
         automation_condition=automation_condition,
         check_specs=[
             dg.AssetCheckSpec(WITHIN_BOUNDS, asset=key, description=WITHIN_BOUNDS_DESCRIPTION)

@@ -7,6 +7,7 @@ import dagster as dg
 from metrics_platform.defs.automation.conditions import WHEN_THE_DAY_IS_COMPLETE
 from metrics_platform.defs.metadata import raw_table_schema
 from metrics_platform.defs.partitions import daily_partitions, hourly_partitions, single_run
+from metrics_platform.lib.postgres_io.kept_values import SOURCE_METADATA_KEY
 
 # Transient causes (a source down or slow) are retried twice, 10 s then 20 s later; a payload
 # the source got wrong fails at once (see `source_failures`).
@@ -37,6 +38,7 @@ def raw_asset(
         metadata={
             "partition_expr": period,
             "primary_key": ["metric", period],
+            SOURCE_METADATA_KEY: source,
             "dagster/column_schema": raw_table_schema(period),
         },
         check_specs=[

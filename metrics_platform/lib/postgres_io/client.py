@@ -1,8 +1,8 @@
 """The DB client half of the Postgres IO manager: connections, schemas and table slices.
 
 Every output runs in one transaction: lock the table's writers, make sure the schema exists,
-delete the output's slice (the half-open partition window), then let the type handler write.
-If anything fails, or the process dies, Postgres rolls the whole write back.
+then let the type handler check, delete the output's slice (the half-open partition window) and
+write. If anything fails, or the process dies, Postgres rolls the whole write back.
 """
 
 from __future__ import annotations
@@ -81,6 +81,20 @@ def slice_condition(
     return sql.SQL(" AND ").join(parts), params
 
 
+def delete_slice(cursor, table_slice: TableSlice, types: dict[str, str]) -> int:
+    """Delete the slice's rows (nothing for a table that does not exist); returns how many."""
+    if not types:
+        return 0
+    condition, params = slice_condition(table_slice.partition_dimensions, types)
+    cursor.execute(
+        sql.SQL("DELETE FROM {table} WHERE {condition}").format(
+            table=table_identifier(table_slice), condition=condition
+        ),
+        params,
+    )
+    return cursor.rowcount
+
+
 def _render_literal(value) -> str:
     if isinstance(value, datetime):
         return f"'{value.isoformat()}'"
@@ -143,18 +157,8 @@ class PostgresDbClient(DbClient):
         table_slice: TableSlice,
         connection: psycopg2.extensions.connection,
     ) -> None:
-        with connection.cursor() as cur:
-            types = column_types(cur, table_slice)
-            if not types:
-                return
-            condition, params = slice_condition(table_slice.partition_dimensions, types)
-            cur.execute(
-                sql.SQL("DELETE FROM {table} WHERE {condition}").format(
-                    table=table_identifier(table_slice), condition=condition
-                ),
-                params,
-            )
-            context.log.debug(f"deleted {cur.rowcount} rows of {self.get_table_name(table_slice)}")
+        """Nothing here: the type handler deletes the slice itself (`delete_slice`), in this
+        transaction, once it has checked that the new rows replace every stored one."""
 
     @staticmethod
     def get_select_statement(table_slice: TableSlice) -> str:

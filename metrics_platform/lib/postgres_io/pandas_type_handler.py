@@ -43,9 +43,18 @@ from metrics_platform.lib.errors import WriteError
 from metrics_platform.lib.identifiers import validate_identifier
 from metrics_platform.lib.postgres_io.client import (
     column_types,
+    delete_slice,
     slice_condition,
     table_exists,
     table_identifier,
+)
+from metrics_platform.lib.postgres_io.kept_values import (
+    ALLOW_FEWER_VALUES_TAG,
+    SOURCE_METADATA_KEY,
+    fewer_values_allowed,
+    values_lost,
+    window_label,
+    with_metric_names,
 )
 
 PREVIEW_ROWS = 5
@@ -317,6 +326,32 @@ def _markdown_preview(frame: pd.DataFrame) -> str:
     return frame.head(PREVIEW_ROWS).to_markdown(index=False)
 
 
+def fewer_values_failure(
+    table_slice: TableSlice, metadata: Mapping, loss, types: Mapping
+) -> dg.Failure:
+    """The refusal of a write that would store fewer values than the window holds: not
+    retried (the same answer would be refused again), the stored values kept."""
+    table = f"{table_slice.schema}.{table_slice.table}"
+    source = metadata.get(SOURCE_METADATA_KEY)
+    who = f"source {source!r}" if source else table
+    window = window_label(table_slice, types)
+    return dg.Failure(
+        description=(
+            f"{who}, window {window}: the new rows would remove {loss.describe()} that {table} "
+            f"holds, without replacing them; nothing was written and the stored values are "
+            f"kept. If the loss is intended, run again with the tag "
+            f"{ALLOW_FEWER_VALUES_TAG}=true (metrics-platform materialize --allow-fewer-values)."
+        ),
+        metadata={
+            "table": table,
+            "window": window,
+            "values_lost": loss.rows,
+            "keys_losing_values": len(loss.by_key),
+        },
+        allow_retries=False,
+    )
+
+
 class PostgresPandasTypeHandler(DbTypeHandler[pd.DataFrame]):
     """Stores and loads pandas DataFrames in Postgres tables, slice by slice."""
 
@@ -350,6 +385,14 @@ class PostgresPandasTypeHandler(DbTypeHandler[pd.DataFrame]):
                     f"{table_slice.schema}.{table_slice.table} has no column(s) "
                     f"{', '.join(missing)}; nothing was written"
                 )
+            key = list(metadata.get("primary_key") or [])
+            if key and not fewer_values_allowed(context):
+                loss = values_lost(cur, table_slice, frame, key, existing)
+                if loss is not None:
+                    loss = with_metric_names(cur, loss, key)
+                    raise fewer_values_failure(table_slice, metadata, loss, existing)
+            deleted = delete_slice(cur, table_slice, existing)
+            context.log.debug(f"deleted {deleted} rows of {table_slice.schema}.{table_slice.table}")
             target = table_identifier(table_slice)
             columns = sql.SQL(", ").join(map(sql.Identifier, frame.columns))
 

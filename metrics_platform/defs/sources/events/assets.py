@@ -11,12 +11,14 @@ from metrics_platform.defs.partitions import (
 )
 from metrics_platform.defs.sources.events import SOURCE
 from metrics_platform.defs.sources.events.normalize import (
+    known_counters,
     normalize_daily,
     normalize_hourly,
 )
 from metrics_platform.defs.sources.events.resource import EventLog
 from metrics_platform.defs.sources.failures import source_failures
 from metrics_platform.defs.sources.raw import daily_raw_asset, raw_asset
+from metrics_platform.lib.metric_rows import fill_zeros, window_hours
 from metrics_platform.lib.store import MetricSpec
 
 HOURLY_KEY = dg.AssetKey(["raw", "events_hourly"])
@@ -77,6 +79,10 @@ def events_hourly(
     with source_failures(context):
         rows = event_log.stats(start, end, by="hour")
         frame = normalize_hourly(rows, event_log.percentiles)
+    # Every hour read has a count for every known type: 0 when none of its events happened.
+    known = [*frame["metric"].unique(), *metric_store.source_metrics(SOURCE)]
+    counters = known_counters(known, with_errors=event_log.error_column is not None)
+    frame = fill_zeros(frame, counters, window_hours(start, end))
     metric_store.register_metrics(metric_specs(frame["metric"], event_log))
     yield dg.Output(frame, metadata=_metadata(context, frame, len(rows)))
     yield _non_negative(frame)

@@ -2,11 +2,15 @@
 
 Per event type `<type>` (sanitized for metric names): `events.<type>.count` (counter),
 `events.<type>.errors` (counter, with an error column) and `events.<type>.duration.p<N>`
-(percentiles; the daily values are recomputed from the day's raw timings). A type with no
-timings in a period reports no percentiles for it, rather than a zero.
+(percentiles; the daily values are recomputed from the day's raw timings).
+
+Zero versus missing: in every hour the event log was read, each known type (seen in the window
+or already in the catalog) has a count, 0 when none of its events happened, and an error count
+when errors are recorded. A type with no timings in a period has no percentiles for it: a
+percentile of no events does not exist, it is never a zero.
 """
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import pandas as pd
 
@@ -79,3 +83,17 @@ def normalize_daily(rows: Sequence[tuple], percentiles: Sequence[int]) -> pd.Dat
     if not names:
         return empty_daily_frame()
     return daily_metric_frame(SOURCE, days, names, values)
+
+
+def known_counters(metric_names: Iterable[str], *, with_errors: bool) -> list[str]:
+    """The counters of every event type among `metric_names` (any of a type's metrics):
+    `events.<type>.count`, and `events.<type>.errors` when errors are recorded."""
+    prefixes = set()
+    for name in metric_names:
+        for suffix in (".count", ".errors"):
+            if name.startswith("events.") and name.endswith(suffix):
+                prefixes.add(name.removesuffix(suffix))
+        if name.startswith("events.") and ".duration.p" in name:
+            prefixes.add(name.rsplit(".duration.p", 1)[0])
+    suffixes = (".count", ".errors") if with_errors else (".count",)
+    return sorted(prefix + suffix for prefix in prefixes for suffix in suffixes)

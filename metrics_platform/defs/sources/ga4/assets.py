@@ -1,6 +1,6 @@
 """The raw Google Analytics 4 report assets, hourly and daily, and their checks."""
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 
 import dagster as dg
@@ -19,6 +19,7 @@ from metrics_platform.defs.sources.ga4.normalize import (
 )
 from metrics_platform.defs.sources.ga4.resource import RECOMPUTED, GoogleAnalytics
 from metrics_platform.defs.sources.raw import daily_raw_asset, raw_asset
+from metrics_platform.lib.metric_rows import fill_zeros, window_hours
 from metrics_platform.lib.store import MetricSpec
 
 GA4_REPORT_KEY = dg.AssetKey(["raw", "ga4_report"])
@@ -46,6 +47,21 @@ def metric_specs(ga4: GoogleAnalytics, reported: Mapping[str, ReportedMetric]) -
         )
         for name, metric in reported.items()
     ]
+
+
+def zero_when_quiet(
+    ga4: GoogleAnalytics, metric_names: Mapping[str, str], registered: Iterable[str]
+) -> list[str]:
+    """The metrics of `metric_names` (GA4 name -> platform name) that are 0 in a period GA4
+    reports no row for (GA4 leaves periods without traffic out of a report): counts and
+    distinct users, not gauges (`last`). With extra dimensions, a metric per dimension value
+    is known once registered (`registered`: the names in the catalog)."""
+    bases = [
+        name for ga_name, name in metric_names.items() if ga4.aggregations.get(ga_name) != "last"
+    ]
+    if not ga4.dimensions:
+        return bases
+    return [name for name in registered if any(name.startswith(f"{b}.") for b in bases)]
 
 
 def _metadata(start: datetime, end: datetime, pages: list, report: Report) -> dict:
@@ -87,13 +103,13 @@ def ga4_report(context: dg.AssetExecutionContext, ga4: GoogleAnalytics, metric_s
         pages = ga4.run_report(start, end)
         report = read_report(pages, ga4.metrics, start, end)
     metric_store.register_metrics(metric_specs(ga4, report.metrics))
-
-    frame = report.frame
+    quiet = zero_when_quiet(ga4, ga4.metrics, metric_store.source_metrics(SOURCE))
+    frame = fill_zeros(report.frame, quiet, window_hours(start, end))
     yield dg.Output(frame, metadata=_metadata(start, end, pages, report))
     yield _non_negative(frame)
     # GA4 leaves hours without traffic out of a report: a metric with no value at all in the
     # window may be a quiet property rather than a fault, hence a warning.
-    present = {report.metrics[name].ga_metric for name in frame["metric"].unique()}
+    present = {report.metrics[name].ga_metric for name in report.frame["metric"].unique()}
     missing = sorted(set(ga4.metrics) - present)
     yield dg.AssetCheckResult(
         check_name=EVERY_METRIC_REPORTED,
@@ -124,6 +140,8 @@ def ga4_daily_report(
             pages, ga4.recomputed_metrics, first, last, business_time_zone=BUSINESS_TIMEZONE
         )
     metric_store.register_metrics(metric_specs(ga4, report.metrics))
-
-    yield dg.Output(report.frame, metadata=_metadata(start, end, pages, report))
-    yield _non_negative(report.frame)
+    quiet = zero_when_quiet(ga4, ga4.recomputed_metrics, metric_store.source_metrics(SOURCE))
+    days = [first + timedelta(days=n) for n in range((last - first).days + 1)]
+    frame = fill_zeros(report.frame, quiet, days, period="day")
+    yield dg.Output(frame, metadata=_metadata(start, end, pages, report))
+    yield _non_negative(frame)
