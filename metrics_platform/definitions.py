@@ -12,6 +12,7 @@ from metrics_platform.defs.automation.alerts import (
     check_failure_alerts,
     run_failure_alerts,
 )
+from metrics_platform.defs.automation.late_data import build_later_hours_sensor
 from metrics_platform.defs.automation.schedules import (
     automation_sensor,
     build_schedules,
@@ -51,6 +52,11 @@ def freshness_delay(quality: Mapping) -> int:
 def env_value(env: Mapping[str, str], name: str):
     """A resource setting read from the environment at run time (EnvVar), when it is set."""
     return dg.EnvVar(name) if env.get(name) else ""
+
+
+def later_hours_sensors(enabled: list[SourceDefinition]) -> list[dg.SensorDefinition]:
+    cumulative = [(source.name, source.key) for source in enabled if source.cumulative]
+    return [build_later_hours_sensor(cumulative)] if cumulative else []
 
 
 def build_sources(settings: Mapping, env: Mapping[str, str]) -> list[SourceDefinition]:
@@ -101,6 +107,7 @@ def build_definitions(
             run_failure_alerts,
             check_failure_alerts,
             *(sensor for source in enabled for sensor in source.sensors),
+            *later_hours_sensors(enabled),
         ],
         resources={
             **shared_resources(),

@@ -64,7 +64,9 @@ def test_a_range_of_hours_counts_the_rows_that_existed_at_each_hours_end(store_u
     assert checks == {"counts_non_negative": True, "every_table_counted": True}
 
 
-def test_late_rows_change_a_rerun_hour_and_nothing_else(store_url, product_url):
+def test_a_rerun_hour_with_late_rows_changes_and_names_the_later_hours_it_left_stale(
+    store_url, product_url
+):
     seed_product_database(product_url, now=NOW, days=3, users=300)
     resources = platform_resources(store_url, product_url)
     materialize(
@@ -76,11 +78,17 @@ def test_late_rows_change_a_rerun_hour_and_nothing_else(store_url, product_url):
         product_url,
         "INSERT INTO users (email, created_at) VALUES ('late@x', '2026-03-11 03:30+00')",
     )
-    materialize(resources, selection=HOURLY, partition_key="2026-03-11-03:00")
+    result = materialize(resources, selection=HOURLY, partition_key="2026-03-11-03:00")
     after = hourly_values(store_url)
     changed = {k for k in after if after[k] != before[k]}
     assert changed == {("objects.users.count", pd.Timestamp("2026-03-11 03:00", tz="UTC"))}
     assert len(after) == len(before)
+    # The count is cumulative: the run says that the later hours it did not read are stale
+    # (`later_hours_follow` recomputes them; see test_late_data.py).
+    metadata = result.asset_materializations_for_node("raw__product_db_row_counts")[0].metadata
+    assert metadata["later_hours_stale_from"].value == "2026-03-11-04:00"
+    assert metadata["later_hours_stale_to"].value == "2026-03-11-05:00"
+    assert metadata["later_hours_stale"].value.startswith("2026-03-11T04:00Z..2026-03-11T06:00Z")
 
 
 def test_a_table_without_creation_column_counts_only_the_latest_closed_hour(store_url, product_url):
@@ -95,6 +103,25 @@ def test_a_table_without_creation_column_counts_only_the_latest_closed_hour(stor
         partition_range=(first.strftime("%Y-%m-%d-%H:%M"), last_closed.strftime("%Y-%m-%d-%H:%M")),
     )
     assert hourly_values(store_url) == {("objects.users.count", pd.Timestamp(last_closed)): 100.0}
+
+    # An older hour's count, taken when that hour was the latest, is kept when the window is
+    # read again: the source cannot count it now, and stored values are never dropped.
+    execute(
+        store_url,
+        "INSERT INTO raw.product_db_row_counts (hour, metric, value) "
+        "VALUES (%s, 'objects.users.count', 90)",
+        (first,),
+    )
+    again = materialize(
+        resources,
+        selection=HOURLY,
+        partition_range=(first.strftime("%Y-%m-%d-%H:%M"), last_closed.strftime("%Y-%m-%d-%H:%M")),
+    )
+    assert again.success
+    assert hourly_values(store_url) == {
+        ("objects.users.count", pd.Timestamp(first)): 90.0,
+        ("objects.users.count", pd.Timestamp(last_closed)): 100.0,
+    }
 
 
 def test_a_missing_table_fails_the_asset_naming_source_and_table(store_url, product_url):

@@ -7,7 +7,7 @@ import pytest
 
 from metrics_platform.lib.database import connect
 from metrics_platform.lib.errors import ConfigurationError
-from metrics_platform.lib.store import MIGRATIONS, MetricSpec, ensure_metrics, migrate
+from metrics_platform.lib.store import MIGRATIONS, MetricSpec, ensure_metrics, migrate, read_catalog
 from metrics_platform_tests.conftest import new_database, query
 
 
@@ -237,16 +237,22 @@ def test_a_store_with_values_upgrades_to_statement_level_checks_in_place(
     try:
         monkeypatch.setattr(store, "MIGRATIONS", MIGRATIONS[:3])
         assert migrate(conn) == [1, 2, 3]
-        ids = ensure_metrics(conn, [MetricSpec("kept", "sum", "test")])
         with conn, conn.cursor() as cur:
+            cur.execute(
+                "INSERT INTO metrics.metric (name, aggregation, source) "
+                "VALUES ('kept', 'sum', 'test') RETURNING id"
+            )
             cur.execute(
                 """INSERT INTO metrics.hourly_values
                    SELECT %s, h, 1 FROM generate_series('2026-01-01 00:00+00'::timestamptz,
                                                         '2026-01-01 23:00+00', '1 hour') h""",
-                (ids["kept"],),
+                (cur.fetchone()[0],),
             )
         monkeypatch.setattr(store, "MIGRATIONS", MIGRATIONS)
-        assert migrate(conn) == [4]
+        assert migrate(conn) == [4, 5]
+        # Metrics from before migration 5 change only their own hours unless declared.
+        assert ensure_metrics(conn, [MetricSpec("kept", "sum", "test")])
+        assert [e.propagation for e in read_catalog(conn, source="test").values()] == ["own_hour"]
         with pytest.raises(psycopg2.errors.ForeignKeyViolation), conn, conn.cursor() as cur:
             cur.execute("INSERT INTO metrics.hourly_values VALUES (999, '2026-01-02', 1)")
     finally:

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from datetime import datetime
 
 import dagster as dg
+import pandas as pd
 import psycopg2.extensions
+from psycopg2 import sql
 from pydantic import Field
 
 from metrics_platform.lib import store
 from metrics_platform.lib.database import connect
+from metrics_platform.lib.identifiers import validate_identifier
+from metrics_platform.lib.metric_rows import empty_metric_frame
 
 
 class MetricStore(dg.ConfigurableResource):
@@ -56,6 +61,58 @@ class MetricStore(dg.ConfigurableResource):
         """The catalog entries a source has registered, by name."""
         with self.connection() as conn:
             return {e.name: e for e in store.read_catalog(conn, source=source).values()}
+
+    def stored_raw_rows(
+        self, key: dg.AssetKey, metrics: Iterable[str], start: datetime, end: datetime
+    ) -> pd.DataFrame:
+        """The (hour, metric, value) rows a raw asset's table `raw.<name>` holds for `metrics`
+        in [start, end); none when the table does not exist yet."""
+        schema, table = key.path[0], key.path[-1]
+        validate_identifier(schema, key="asset key")
+        validate_identifier(table, key="asset key")
+        names = sorted(set(metrics))
+        with self.connection() as conn, conn, conn.cursor() as cur:
+            cur.execute("SELECT to_regclass(%s) IS NOT NULL", (f'"{schema}"."{table}"',))
+            rows = []
+            if names and cur.fetchone()[0]:
+                cur.execute(
+                    sql.SQL(
+                        "SELECT hour, metric, value FROM {} WHERE metric = ANY(%s) "
+                        "AND hour >= %s AND hour < %s ORDER BY hour, metric"
+                    ).format(sql.Identifier(schema, table)),
+                    (names, start, end),
+                )
+                rows = cur.fetchall()
+        if not rows:
+            return empty_metric_frame()
+        hours, names, values = zip(*rows)
+        return pd.DataFrame(
+            {
+                "hour": pd.to_datetime(pd.Series(hours), utc=True),
+                "metric": pd.Series(names, dtype=object),
+                "value": pd.Series(values, dtype="float64"),
+            }
+        )
+
+    def latest_raw_hour(
+        self, key: dg.AssetKey, metrics: Iterable[str] | None = None, after: datetime | None = None
+    ) -> datetime | None:
+        """The latest hour a raw asset's table holds (for `metrics`, at or after `after`)."""
+        schema, table = key.path[0], key.path[-1]
+        validate_identifier(schema, key="asset key")
+        validate_identifier(table, key="asset key")
+        with self.connection() as conn, conn, conn.cursor() as cur:
+            cur.execute("SELECT to_regclass(%s) IS NOT NULL", (f'"{schema}"."{table}"',))
+            if not cur.fetchone()[0]:
+                return None
+            cur.execute(
+                sql.SQL(
+                    "SELECT max(hour) FROM {} WHERE (%s::text[] IS NULL OR metric = ANY(%s)) "
+                    "AND (%s::timestamptz IS NULL OR hour >= %s)"
+                ).format(sql.Identifier(schema, table)),
+                (*([sorted(metrics)] * 2 if metrics is not None else [None, None]), after, after),
+            )
+            return cur.fetchone()[0]
 
     def latest_hour(self):
         """The latest hour with any value, or None."""

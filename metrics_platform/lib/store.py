@@ -34,6 +34,11 @@ from metrics_platform.lib.errors import ConfigurationError
 SCHEMA = "metrics"
 Aggregation = Literal["sum", "last", "recomputed"]
 AGGREGATIONS: tuple[str, ...] = ("sum", "last", "recomputed")
+# How a change in the past propagates: a per-period value (`own_hour`: a count of the hour's
+# events) changes only its own hour; a cumulative one (`later_hours`: rows that existed at the
+# hour's end) changes that hour and every later one.
+Propagation = Literal["own_hour", "later_hours"]
+PROPAGATIONS: tuple[str, ...] = ("own_hour", "later_hours")
 
 # Keys for pg_advisory_xact_lock; arbitrary but fixed.
 _MIGRATION_LOCK_KEY = 4_712_001
@@ -237,6 +242,18 @@ MIGRATIONS: Sequence[tuple[int, str, str]] = (
         "value tables: primary keys that include the value; metric ids checked per statement",
         _statement_level_metric_ids(),
     ),
+    (
+        5,
+        "how a change in the past propagates, per metric",
+        """
+        ALTER TABLE metrics.metric
+            ADD COLUMN propagation text NOT NULL DEFAULT 'own_hour'
+                CHECK (propagation IN ('own_hour', 'later_hours'));
+        COMMENT ON COLUMN metrics.metric.propagation IS
+            'own_hour: a change in the past changes only its own hour; later_hours: that hour and '
+            'every later one (cumulative counts, gauges read from a history).';
+        """,
+    ),
 )
 
 
@@ -281,6 +298,7 @@ class MetricSpec:
     source: str
     unit: str = ""
     description: str = ""
+    propagation: Propagation = "own_hour"
 
     def __post_init__(self):
         if not self.name or len(self.name) > 200:
@@ -289,6 +307,11 @@ class MetricSpec:
             raise ConfigurationError(
                 f"metric {self.name!r}: aggregation {self.aggregation!r} is not one of "
                 f"{', '.join(AGGREGATIONS)}"
+            )
+        if self.propagation not in PROPAGATIONS:
+            raise ConfigurationError(
+                f"metric {self.name!r}: propagation {self.propagation!r} is not one of "
+                f"{', '.join(PROPAGATIONS)}"
             )
 
 
@@ -300,6 +323,7 @@ class CatalogEntry:
     source: str
     unit: str
     description: str
+    propagation: Propagation = "own_hour"
 
 
 def ensure_metrics(
@@ -321,20 +345,25 @@ def ensure_metrics(
         [spec.unit for spec in ordered],
         [spec.aggregation for spec in ordered],
         [spec.source for spec in ordered],
+        [spec.propagation for spec in ordered],
     ]
     with conn, conn.cursor() as cur:
         cur.execute(
             f"""
-            INSERT INTO {SCHEMA}.metric AS m (name, description, unit, aggregation, source)
-            SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[])
+            INSERT INTO {SCHEMA}.metric AS m
+                   (name, description, unit, aggregation, source, propagation)
+            SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[],
+                                 %s::text[])
             ON CONFLICT (name) DO UPDATE
                SET description = EXCLUDED.description,
                    unit = EXCLUDED.unit,
                    aggregation = EXCLUDED.aggregation,
+                   propagation = EXCLUDED.propagation,
                    updated_at = now()
              WHERE m.source = EXCLUDED.source
-               AND (m.description, m.unit, m.aggregation)
-                   IS DISTINCT FROM (EXCLUDED.description, EXCLUDED.unit, EXCLUDED.aggregation)
+               AND (m.description, m.unit, m.aggregation, m.propagation)
+                   IS DISTINCT FROM (EXCLUDED.description, EXCLUDED.unit, EXCLUDED.aggregation,
+                                     EXCLUDED.propagation)
             """,
             columns,
         )
@@ -360,7 +389,9 @@ def read_catalog(
     source: str | None = None,
 ) -> Mapping[int, CatalogEntry]:
     """Catalog entries by id (all of them, only `ids`, or only those of `source`)."""
-    query = f"SELECT id, name, aggregation, source, unit, description FROM {SCHEMA}.metric"
+    query = (
+        f"SELECT id, name, aggregation, source, unit, description, propagation FROM {SCHEMA}.metric"
+    )
     conditions, params = [], []
     if ids is not None:
         conditions.append("id = ANY(%s)")

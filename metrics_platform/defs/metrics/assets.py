@@ -124,8 +124,7 @@ def hours_missing_sources(
     empty for a complete hour."""
     hours = window_hours(start, end)
     landed = {
-        name: set(frame["hour"].unique()) if len(frame) else set()
-        for name, frame in frames.items()
+        name: set(frame["hour"].unique()) if len(frame) else set() for name, frame in frames.items()
     }
     missing = [tuple(sorted(n for n, seen in landed.items() if hour not in seen)) for hour in hours]
     return pd.DataFrame({"hour": hours, "missing": missing})

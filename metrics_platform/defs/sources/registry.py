@@ -34,6 +34,9 @@ class SourceDefinition:
     expected: Sequence[str] | None = None
     # Sensors that start this source's runs when its data changes (run only when enabled).
     sensors: Sequence[dg.SensorDefinition] = ()
+    # Whether its values are cumulative (`later_hours`): a change in a past hour changes every
+    # later hour too, so a re-run of a past window is followed by its later hours.
+    cumulative: bool = False
 
     @property
     def expected_metrics(self) -> list[str]:

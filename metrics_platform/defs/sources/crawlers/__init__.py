@@ -27,5 +27,10 @@ def build_source(section: Mapping, env: Mapping[str, str]) -> SourceDefinition:
     resource = build_resource("crawlers", CrawlerRegistry, url=dg.EnvVar(url_env), **settings)
     reason = None if env.get(url_env) else f"{url_env} is not set"
     return SourceDefinition(
-        SOURCE, crawler_status, {"crawler_registry": resource}, reason, metrics=METRICS
+        SOURCE,
+        crawler_status,
+        {"crawler_registry": resource},
+        reason,
+        metrics=METRICS,
+        cumulative=True,
     )

@@ -2,6 +2,11 @@
 
 import dagster as dg
 
+from metrics_platform.defs.automation.late_data import (
+    LATER_HOURS,
+    later_hours_stale,
+    stale_metadata,
+)
 from metrics_platform.defs.metadata import window_metadata
 from metrics_platform.defs.metric_store import MetricStore
 from metrics_platform.defs.partitions import utc_window
@@ -14,9 +19,15 @@ from metrics_platform.lib.store import MetricSpec
 
 STATUS_KEY = dg.AssetKey(["raw", "crawler_status"])
 EVERY_HOUR_REPORTED = "every_hour_reported"
+# A status change that arrives late changes every hour from its own until the next change.
 SPECS = [
     MetricSpec(
-        "spider.total", "last", SOURCE, "crawlers", "Crawlers existing at the end of the period."
+        "spider.total",
+        "last",
+        SOURCE,
+        "crawlers",
+        "Crawlers existing at the end of the period.",
+        LATER_HOURS,
     ),
     MetricSpec(
         "spider.active",
@@ -24,6 +35,7 @@ SPECS = [
         SOURCE,
         "crawlers",
         "Crawlers working on a stage at the end of the period.",
+        LATER_HOURS,
     ),
     MetricSpec(
         "spider.idle",
@@ -31,6 +43,7 @@ SPECS = [
         SOURCE,
         "crawlers",
         "Crawlers with no current stage at the end of the period.",
+        LATER_HOURS,
     ),
 ]
 
@@ -51,11 +64,15 @@ def crawler_status(
         frame = normalize_status(rows)
     metric_store.register_metrics(SPECS)
     hours = int((end - start).total_seconds() // 3600)
+    stale = later_hours_stale(metric_store, STATUS_KEY, frame, SPECS, end)
     yield dg.Output(
         frame,
-        metadata=window_metadata(
-            start, end, rows_read=len(rows), rows_written=len(frame), rows_rejected=0
-        ),
+        metadata={
+            **window_metadata(
+                start, end, rows_read=len(rows), rows_written=len(frame), rows_rejected=0
+            ),
+            **stale_metadata(stale),
+        },
     )
     yield dg.AssetCheckResult(
         check_name=EVERY_HOUR_REPORTED,

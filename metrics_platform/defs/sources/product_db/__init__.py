@@ -43,4 +43,5 @@ def build_source(section: Mapping, env: Mapping[str, str]) -> SourceDefinition:
         metrics=[table.metric_name for table in tables],
         expected=[t.metric_name for t in tables if t.created_at_column],
         sensors=[product_db_late_rows],
+        cumulative=True,
     )

@@ -5,6 +5,7 @@ from datetime import datetime, timezone
 import dagster as dg
 import pandas as pd
 
+from metrics_platform.defs.automation.late_data import later_hours_stale, stale_metadata
 from metrics_platform.defs.metadata import window_metadata
 from metrics_platform.defs.metric_store import MetricStore
 from metrics_platform.defs.partitions import utc_window
@@ -30,6 +31,7 @@ def metric_specs(product_db: ProductDatabase) -> list[MetricSpec]:
             source=SOURCE,
             unit="rows",
             description=f"Rows in the product database's {table.table} table at the end of the period.",
+            propagation="later_hours",  # a late row counts in its hour and every later one
         )
         for table in product_db.tables
     ]
@@ -53,12 +55,24 @@ def product_db_row_counts(
         counts = product_db.count_rows(start, end, now=datetime.now(timezone.utc))
         frame = normalize_row_counts({table.metric_name: series for table, series in counts})
     metric_store.register_metrics(metric_specs(product_db))
+    # A table without a creation column can only be counted as it is now: the counts it had in
+    # the window's other hours were taken then, and are kept as they were.
+    counted = set(zip(frame["hour"], frame["metric"]))
+    snapshots = [t.metric_name for t in product_db.tables if not t.created_at_column]
+    kept = metric_store.stored_raw_rows(ROW_COUNTS_KEY, snapshots, start, end)
+    kept = kept[[(h, m) not in counted for h, m in zip(kept["hour"], kept["metric"])]]
+    if len(kept):
+        frame = pd.concat([frame, kept], ignore_index=True).sort_values(
+            ["hour", "metric"], ignore_index=True
+        )
 
     hours = int((end - start).total_seconds() // 3600)
     snapshot_only = [t.table for t in product_db.tables if not t.created_at_column]
+    stale = later_hours_stale(metric_store, ROW_COUNTS_KEY, frame, metric_specs(product_db), end)
     yield dg.Output(
         frame,
         metadata={
+            **stale_metadata(stale),
             **window_metadata(
                 start,
                 end,
