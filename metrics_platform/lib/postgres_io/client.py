@@ -24,6 +24,7 @@ from psycopg2 import sql
 
 from metrics_platform.lib.database import connect
 from metrics_platform.lib.identifiers import validate_identifier
+from metrics_platform.lib.postgres_io.snapshots import StepSnapshots
 
 
 def table_identifier(table_slice: TableSlice) -> sql.Composable:
@@ -108,11 +109,18 @@ class PostgresDbClient(DbClient):
 
     def __init__(self, url: str):
         self.url = url
+        self.snapshots = StepSnapshots(url)
 
     @contextmanager
     def connect(
         self, context: dg.OutputContext | dg.InputContext, table_slice: TableSlice
     ) -> Iterator[psycopg2.extensions.connection]:
+        if isinstance(context, dg.InputContext):
+            # Every input of a step is read in one snapshot (see `snapshots.py`).
+            with self.snapshots.reading(context) as conn:
+                yield conn
+            return
+        self.snapshots.release(context)
         conn = connect(self.url, application_name="metrics_platform io_manager")
         try:
             # One transaction: committed on success, rolled back on any error. A rollback on a

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 import dagster as dg
 from dagster._core.storage.db_io_manager import DbIOManager
-from pydantic import Field
+from pydantic import Field, PrivateAttr
 
 from metrics_platform.lib.database import connect
 from metrics_platform.lib.postgres_io.client import PostgresDbClient
@@ -35,6 +35,8 @@ class PostgresPandasIOManager(dg.ConfigurableIOManagerFactory):
         description="Bring the metric store schema up to date when a run starts.",
     )
 
+    _clients: list[PostgresDbClient] = PrivateAttr(default_factory=list)
+
     def create_io_manager(self, context) -> DbIOManager:
         if self.migrate_store:
             conn = connect(self.url, application_name="metrics_platform migrate")
@@ -42,10 +44,17 @@ class PostgresPandasIOManager(dg.ConfigurableIOManagerFactory):
                 migrate(conn)
             finally:
                 conn.close()
+        client = PostgresDbClient(self.url)
+        self._clients.append(client)
         return DbIOManager(
             type_handlers=[PostgresPandasTypeHandler()],
-            db_client=PostgresDbClient(self.url),
+            db_client=client,
             database=urlsplit(self.url).path.lstrip("/") or "postgres",
             io_manager_name="PostgresPandasIOManager",
             default_load_type=None,
         )
+
+    def teardown_after_execution(self, context) -> None:
+        # A step that failed after loading its inputs leaves its snapshot open: end it.
+        for client in self._clients:
+            client.snapshots.release_all()
