@@ -78,6 +78,9 @@ WITHOUT_DEMO_DATA = {
     ("business.json", "Acquisition per day"),  # ga.*
     ("business.json", "Acquisition in the range"),  # ga.sessions, ga.new_users
     ("quality_of_service.json", "HTTP requests by job"),  # http.requests.<job>
+    # The demo's hours and days are all complete: test_incomplete_hours_and_days_are_listed.
+    ("platform_health.json", "Incomplete hours"),
+    ("platform_health.json", "Incomplete days"),
 }
 
 # What Grafana itself provides: scoped variables, global substitutions and Postgres macros.
@@ -263,6 +266,49 @@ def test_every_panel_query_runs_and_returns_what_its_format_needs(
         assert not has_values, "the demo produces this panel's metrics now: take it off the list"
     else:
         assert rows and has_values, f"no data over the demo range: {sql}"
+
+
+def test_incomplete_hours_and_days_are_listed(postgres_server):
+    """The demo is complete; with an hour a source did not land, the Platform health board lists
+    it and its day (the completeness the hourly and daily values store, see test_quality.py)."""
+    store = new_store(postgres_server, "grafana_gaps")
+    execute(
+        store,
+        """INSERT INTO metrics.metric (name, aggregation, source) VALUES
+               ('platform.hour_complete', 'sum', 'platform'),
+               ('platform.sources_missing', 'sum', 'platform'),
+               ('platform.day_complete', 'recomputed', 'platform');
+           INSERT INTO metrics.hourly_values
+           SELECT m.id, h, CASE WHEN m.name = 'platform.hour_complete'
+                                THEN (h <> '2026-03-10 07:00+00')::int
+                                ELSE (h = '2026-03-10 07:00+00')::int END
+           FROM metrics.metric m, generate_series('2026-03-09 00:00+00'::timestamptz,
+                                                  '2026-03-11 23:00+00', '1 hour') h
+           WHERE m.name <> 'platform.day_complete';
+           INSERT INTO metrics.daily_values
+           SELECT m.id, d, CASE WHEN m.name = 'platform.day_complete'
+                                THEN (d <> '2026-03-10')::int
+                                ELSE 24 - (d = '2026-03-10')::int END
+           FROM metrics.metric m, generate_series('2026-03-09'::date, '2026-03-11', '1 day') d
+           WHERE m.name <> 'platform.sources_missing';""",
+    )
+    conn = connect(store)
+    try:
+        ensure_reader_role(conn, READER)
+    finally:
+        conn.close()
+    board = load(GRAFANA / "dashboards" / "platform_health.json")
+    panels = {panel["title"]: panel for panel in query_panels(board)}
+    variables = resolve_variables(as_user(store, READER), board, DEMO_RANGE)
+
+    def rows(title):
+        sql = expand(panels[title]["targets"][0]["rawSql"], DEMO_RANGE, variables=variables)
+        return run(as_user(store, READER), sql)[1]
+
+    assert rows("Incomplete hours") == [(datetime(2026, 3, 10, 7, tzinfo=UTC), 1.0)]
+    assert [(str(day), hours) for day, hours in rows("Incomplete days")] == [("2026-03-10", 23.0)]
+    [(share,)] = rows("Complete hours in the range")
+    assert share == pytest.approx(71 / 72)
 
 
 def test_the_panels_without_demo_data_are_real_panels():

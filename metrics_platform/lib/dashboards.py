@@ -716,6 +716,48 @@ def platform_health() -> models.Dashboard:
             height=7,
             units={"age": "s"},
         ),
+        Stat(
+            "Complete hours in the range",
+            "Share of the range's landed hours for which every enabled source landed values "
+            "(platform.hour_complete).",
+            f"""
+            SELECT avg(value) AS "complete"
+            FROM {HOURLY}
+            WHERE $__timeFilter(time) AND metric = 'platform.hour_complete'
+            """,
+            width=6,
+            unit="percentunit",
+            decimals=1,
+        ),
+        Table(
+            "Incomplete hours",
+            "Hours of the range that an enabled source landed nothing for, newest first, with "
+            "how many sources are missing (the hourly values' completeness check names them).",
+            f"""
+            SELECT c.time AS "hour", m.value AS "sources missing"
+            FROM {HOURLY} c
+            JOIN {HOURLY} m ON m.time = c.time AND m.metric = 'platform.sources_missing'
+            WHERE $__timeFilter(c.time) AND c.metric = 'platform.hour_complete' AND c.value = 0
+            ORDER BY c.time DESC
+            LIMIT 200
+            """,
+            width=9,
+            height=7,
+        ),
+        Table(
+            "Incomplete days",
+            "Business days of the range rolled up from missing or incomplete hours, newest "
+            "first, with their complete hours.",
+            f"""
+            SELECT d.date AS "day", h.value AS "complete hours"
+            FROM {DAILY} d
+            LEFT JOIN {DAILY} h ON h.date = d.date AND h.metric = 'platform.hour_complete'
+            WHERE $__timeFilter(d.date) AND d.metric = 'platform.day_complete' AND d.value = 0
+            ORDER BY d.date DESC
+            """,
+            width=9,
+            height=7,
+        ),
         BarGauge(
             "Hours since the newest value",
             "Hours between now and the end of each source's newest landed hour.",
