@@ -55,11 +55,21 @@ def encodings(secret: str, user: str = "reader") -> dict[str, str]:
     }
 
 
+BASE64_FORMS = ("Basic auth", "base64 inside a blob", "base64url")
+
+
+def is_key_line(secret: str) -> bool:
+    """A line of a PEM key: base64 itself, looked for as written, not inside more base64."""
+    return len(secret) >= 40 and re.fullmatch(r"[A-Za-z0-9+/=]+", secret) is not None
+
+
 def leaked(secret: str, text: str) -> list[str]:
     """The encodings of `secret` (its base64 core, for the base64 ones) found in `text`."""
     found = []
     for name, written in encodings(secret).items():
-        if name in ("Basic auth", "base64 inside a blob", "base64url"):
+        if name in BASE64_FORMS and is_key_line(secret):
+            continue
+        if name in BASE64_FORMS:
             cores = redaction.base64_cores(secret)
             if any(core in text for core in cores):
                 found.append(name)
@@ -245,7 +255,7 @@ def test_the_filter_redacts_the_dagster_event_a_record_carries(monkeypatch):
     redaction.RedactingFilter().filter(record)
     assert record.__dict__["dagster_event"].message == "engine says ***"
     assert (
-        redaction.redact_dagster_event(record.__dict__["dagster_event"])
+        redaction.redact_dagster_value(record.__dict__["dagster_event"])
         is (record.__dict__["dagster_event"])
     )
 
@@ -267,3 +277,39 @@ def test_the_platform_logger_redacts_what_it_logs_in_a_run(monkeypatch):
     assert any("retrying with Bearer ***" in m for m in messages), messages
     assert any("context says ***" in m for m in messages), messages
     assert not any(token in m for m in messages)
+
+
+def test_a_source_steps_events_and_failures_are_redacted_last_of_all(monkeypatch):
+    """What a source step stores, whatever put a secret there: the metadata of its
+    materialization, and an error that is not the platform's own."""
+    from metrics_platform.defs.sources.failures import source_failures
+
+    token = f"tok-{uuid.uuid4().hex}"
+    monkeypatch.setenv("METRICS_PLATFORM_PROMETHEUS_TOKEN", token)
+
+    @dg.asset
+    def echoing(context):
+        with source_failures(context):
+            pass
+        return dg.MaterializeResult(metadata={"label": f"job=Bearer {token}"})
+
+    @dg.asset
+    def crashing(context):
+        with source_failures(context):
+            raise RuntimeError(f"a library said: Authorization: Bearer {token}")
+
+    with dg.instance_for_test() as instance:
+        result = dg.materialize([echoing, crashing], instance=instance, raise_on_error=False)
+        entries = instance.all_logs(result.run_id)
+    stored = [json.dumps(dg.serialize_value(entry)) for entry in entries]
+    assert not any(token in text for text in stored)
+    (materialization,) = [
+        entry.asset_materialization for entry in entries if entry.asset_materialization
+    ]
+    assert materialization.metadata["label"].value == "job=Bearer ***"
+    (failure,) = result.get_step_failure_events()
+    data = failure.event_specific_data.user_failure_data
+    assert (
+        data.description
+        == "RuntimeError: a library said: Authorization: Bearer *** (partition no partition)"
+    )

@@ -14,8 +14,9 @@ them:
 - any value a resource registers when it uses it (`register`, `register_url`).
 
 `redact(text)` replaces each of them with `***` wherever it appears, however it is written:
-as is, percent-encoded (in either case, even twice), JSON- or repr-escaped (once or twice), or
-inside base64 (as in a Basic `Authorization` header, which encodes `user:password`). Secrets shorter than `MIN_SECRET_LENGTH` characters are not looked
+as is, percent-encoded (in either case, even twice), JSON- or repr-escaped (once or twice), or,
+for passwords and tokens, inside base64 (as in a Basic `Authorization` header, which encodes
+`user:password`; the lines of a PEM key, base64 already, are looked for as they are written). Secrets shorter than `MIN_SECRET_LENGTH` characters are not looked
 for: they would blank out ordinary words.
 
 It is applied where messages are born (a `MetricsPlatformError` redacts its own message, a
@@ -52,6 +53,7 @@ GA4_CREDENTIALS_ENV = "METRICS_PLATFORM_GA4_CREDENTIALS_FILE"
 KEY_FILE_FIELDS = ("private_key", "private_key_id")
 
 _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://")
+_BASE64 = re.compile(r"[A-Za-z0-9+/=_-]+")
 _registered: set[str] = set()
 _lock = threading.Lock()
 
@@ -150,8 +152,10 @@ def webhook_secrets(url: str) -> list[str]:
 
 def register(*values: str | None) -> None:
     """Make `values` known secrets of this process (a token or password a resource uses)."""
-    with _lock:
-        _registered.update(v for v in values if isinstance(v, str) and v)
+    new = {v for v in values if isinstance(v, str) and v} - _registered
+    if new:
+        with _lock:
+            _registered.update(new)
 
 
 def register_url(url: str | None) -> None:
@@ -160,12 +164,28 @@ def register_url(url: str | None) -> None:
         register(*url_secrets(url))
 
 
+_known: tuple[object, int, frozenset[str]] = (None, -1, frozenset())
+
+
+def _environment_key() -> tuple:
+    """What the environment holds now, cheaply comparable with what it held before."""
+    data = getattr(os.environ, "_data", None)  # CPython's dict behind os.environ
+    return tuple(data.items()) if isinstance(data, dict) else tuple(os.environ.items())
+
+
 def known_secrets() -> frozenset[str]:
-    """Every secret known now: the environment's and the registered ones."""
-    with _lock:
-        registered = set(_registered)
-    secrets = registered | environment_secrets()
-    return frozenset(s for s in secrets if len(s) >= MIN_SECRET_LENGTH)
+    """Every secret known now: the environment's and the registered ones (recomputed only when
+    either changed)."""
+    global _known
+    key, count = _environment_key(), len(_registered)
+    cached_key, cached_count, secrets = _known
+    if key != cached_key or count != cached_count:
+        with _lock:
+            registered = set(_registered)
+        found = registered | environment_secrets()
+        secrets = frozenset(s for s in found if len(s) >= MIN_SECRET_LENGTH)
+        _known = (key, len(registered), secrets)
+    return secrets
 
 
 # --- How a secret may be written ----------------------------------------------------------------
@@ -216,8 +236,10 @@ def variants(secret: str) -> set[str]:
     written = {secret, as_bytes} | percent
     for text in list(written):
         written |= _escapings(text)
-    for core in base64_cores(secret):
-        written |= {core, quote(core, safe="")}
+    # Credentials end up in base64 (Basic authentication); a key that is base64 already does not.
+    if len(secret) < 40 or not _BASE64.fullmatch(secret):
+        for core in base64_cores(secret):
+            written |= {core, quote(core, safe="")}
     return {text for text in written if len(text) >= MIN_SECRET_LENGTH}
 
 
@@ -278,20 +300,24 @@ def redact_value(value):
         if all(fields[n] is getattr(value, n) for n in fields):
             return value
         return dataclasses.replace(value, **fields)
-    return value
+    return redact_dagster_value(value)
 
 
-def redact_dagster_event(event):
-    """A Dagster event (or event log entry) with every secret in it redacted; the same object
-    when it holds none. Goes through Dagster's serialization, so that every field is reached."""
+def redact_dagster_value(value):
+    """A Dagster object (an event, an event log entry, a metadata value...) with every secret
+    in it redacted; the same object when it holds none, or when Dagster cannot serialize it.
+    Goes through Dagster's serialization, so that every field is reached."""
     from dagster._serdes import deserialize_value, serialize_value
 
-    if event is None or not known_secrets():
-        return event
-    text = serialize_value(event)
+    if value is None or isinstance(value, (int, float, bool)) or not known_secrets():
+        return value
+    try:
+        text = serialize_value(value)
+    except Exception:  # not a Dagster object
+        return value
     if not contains_secret(text):
-        return event
-    return deserialize_value(redact(text), type(event))
+        return value
+    return deserialize_value(redact(text), type(value))
 
 
 class RedactingFilter(logging.Filter):
@@ -320,7 +346,7 @@ class RedactingFilter(logging.Filter):
         for attribute in self.EVENT_ATTRIBUTES:
             event = record.__dict__.get(attribute)
             if event is not None:
-                record.__dict__[attribute] = redact_dagster_event(event)
+                record.__dict__[attribute] = redact_dagster_value(event)
         return True
 
 

@@ -40,7 +40,7 @@ API_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_:]*")
 # The Data API's limits: 10 metrics and 9 dimensions per request, 250,000 rows per page.
 MAX_METRICS, MAX_EXTRA_DIMENSIONS, MAX_PAGE_SIZE = 10, 8, 250_000
 # Bounds of each request and report, as the resource's fields of the same name.
-LIMITS = ("timeout_seconds", "deadline_seconds", "max_response_bytes", "max_pages")
+LIMITS = ("page_size", "timeout_seconds", "deadline_seconds", "max_response_bytes", "max_pages")
 SETTINGS = ("property_id", "metrics", "dimensions", "aggregations", *LIMITS)
 # How a day is made of a GA4 metric's hours; `recomputed`: not from its hours, but from GA4's own
 # report by `date` (distinct users: a day's active users are not the sum of its hours').
