@@ -286,7 +286,7 @@ def _edit(**changes):
         (_edit(rows__0__dimensionValues__0__value="2025061024"), "not a date and hour"),
         (_edit(rows__0="a row"), "dimensionValues"),
         (_edit(rows={"0": {}}), "rows"),
-        (lambda body: [body, {**_good_page(), "metadata": {"timeZone": "UTC"}}], "disagree"),
+        (lambda body: [body, page([(("2025061013",), ("5",))], zone="UTC")], "disagree"),
         (lambda body: [[body]], "page 1 is not a JSON object"),
         (lambda body: "not pages", "not a list of pages"),
     ],
@@ -411,7 +411,7 @@ def _good_daily_page() -> dict:
         (_edit(rows__0__metricValues__0__value="-"), "'-' is not a number"),
         (_edit(rows__0__metricValues=[]), "0 metricValues for 1 headers"),
         (
-            lambda body: [body, {**_good_daily_page(), "metadata": {"timeZone": "Asia/Tokyo"}}],
+            lambda body: [body, daily_page([(("20250611",), ("5",))], zone="Asia/Tokyo")],
             "disagree",
         ),
         (lambda body: [[body]], "page 1 is not a JSON object"),

@@ -2,6 +2,8 @@
 handling and chunking, exact values from a real Prometheus server, the demo's sample server, and
 materialization through to the metric store."""
 
+import base64
+import re
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from itertools import pairwise
@@ -37,6 +39,7 @@ from metrics_platform_tests.prometheus_server import (
     queue_depth,
     running_prometheus,
 )
+from metrics_platform_tests.stubs import RecordingProxy
 
 ONE_HOUR = timedelta(hours=1)
 START = datetime(2026, 3, 10, tzinfo=timezone.utc)
@@ -305,35 +308,17 @@ def test_any_json_answer_either_normalizes_or_raises_a_source_error(payload):
 # --- the HTTP client ------------------------------------------------------------------------
 
 
-def fake_response(status: int, body: str) -> requests.Response:
-    response = requests.Response()
-    response.status_code = status
-    response._content = body.encode()
-    return response
-
-
-@pytest.fixture
-def calls(monkeypatch):
-    """Every `requests.get` the client makes, passed through or answered by `calls.answers`."""
-    made, real_get = [], requests.get
-
-    def get(url, **kwargs):
-        made.append(kwargs)
-        if get.answers:
-            outcome = get.answers.pop(0)
-            if isinstance(outcome, Exception):
-                raise outcome
-            return outcome
-        return real_get(url, **kwargs)
-
-    get.answers = []
-    get.made = made
-    monkeypatch.setattr(requests, "get", get)
-    return get
-
-
 def client(url="http://prometheus.invalid", **kwargs) -> Prometheus:
     return Prometheus(base_url=url, queries=QUERIES, **{"retry_backoff": 0.0, **kwargs})
+
+
+def replies(*answers):
+    """A stub `reply` giving these (status, body) answers in turn, then the default one."""
+    pending = list(answers)
+    return lambda params: pending.pop(0) if pending else None
+
+
+EMPTY = {"status": "success", "data": {"resultType": "matrix", "result": []}}
 
 
 def test_evaluation_chunks_cover_the_window_in_at_most_11000_hours_each():
@@ -346,67 +331,83 @@ def test_evaluation_chunks_cover_the_window_in_at_most_11000_hours_each():
 
 
 @pytest.mark.parametrize(
-    "outcomes, cause",
+    "fault, cause",
     [
-        ([requests.ConnectionError("refused")] * 3, "cannot connect to http://prometheus.invalid"),
-        ([requests.ReadTimeout("slow")] * 3, "no answer from http://prometheus.invalid within 30s"),
-        ([fake_response(502, "<html>Bad Gateway</html>")] * 3, "HTTP 502 from the server"),
+        ("refused", "cannot connect to http://127.0.0.1:{port}"),
+        ("slow", "no answer from http://127.0.0.1:{port} within 0.2s"),
+        ((502, b"<html>Bad Gateway</html>"), "HTTP 502 from the server"),
         (
-            [fake_response(503, '{"status": "error", "errorType": "unavailable", "error": "wait"}')]
-            * 3,
+            (503, {"status": "error", "errorType": "unavailable", "error": "wait"}),
             "Prometheus answered unavailable: wait",
         ),
     ],
 )
-def test_transient_failures_are_retried_with_backoff_then_fail(calls, outcomes, cause):
-    calls.answers = list(outcomes)
+def test_transient_failures_are_retried_with_backoff_then_fail(prometheus_stub, fault, cause):
+    url = prometheus_stub.url
+    if fault == "refused":
+        url = f"http://127.0.0.1:{free_port()}"
+    elif fault == "slow":
+        prometheus_stub.delay = 5
+    else:
+        prometheus_stub.reply = lambda params: fault
     sleeps = []
-    with pytest.raises(SourceError, match=f"{cause}.*attempts: 3") as caught:
-        client(max_retries=2, retry_backoff=1.5).query_range("up", START, END, sleep=sleeps.append)
+    cause = cause.replace("{port}", url.rsplit(":", 1)[1])
+    with pytest.raises(SourceError, match=f"{re.escape(cause)}.*attempts: 3") as caught:
+        client(url, max_retries=2, retry_backoff=1.5, timeout=0.2).query_range(
+            "up", START, END, sleep=sleeps.append
+        )
     assert caught.value.transient
     assert sleeps == [1.5, 3.0]
-    assert len(calls.made) == 3
+    assert len(prometheus_stub.requests) == (0 if fault == "refused" else 3)
 
 
-def test_a_transient_failure_then_an_answer_succeeds(calls):
-    empty = '{"status": "success", "data": {"resultType": "matrix", "result": []}}'
-    calls.answers = [fake_response(502, "bad gateway"), fake_response(200, empty)]
-    assert client().query_range("up", START, END, sleep=lambda _: None) == answer()
-    assert len(calls.made) == 2
+def test_a_transient_failure_then_an_answer_succeeds(prometheus_stub):
+    prometheus_stub.reply = replies((502, b"bad gateway"), (200, EMPTY))
+    assert client(prometheus_stub.url).query_range("up", START, END, sleep=lambda _: None) == (
+        answer()
+    )
+    assert len(prometheus_stub.requests) == 2
 
 
 @pytest.mark.parametrize(
     "response, cause",
     [
-        (fake_response(401, "Unauthorized"), "HTTP 401: 'Unauthorized'"),
+        ((401, b"Unauthorized"), "HTTP 401: 'Unauthorized'"),
         (
-            fake_response(400, '{"status":"error","errorType":"bad_data","error":"parse error"}'),
+            (400, {"status": "error", "errorType": "bad_data", "error": "parse error"}),
             "Prometheus answered bad_data: parse error",
         ),
-        (fake_response(200, "<html>not prometheus</html>"), "the answer is not JSON"),
+        ((200, b"<html>not prometheus</html>"), "the answer is not JSON"),
         (
-            fake_response(200, '{"status":"success","data":{"resultType":"vector","result":[]}}'),
+            (200, {"status": "success", "data": {"resultType": "vector", "result": []}}),
             "expected a matrix result, got 'vector'",
         ),
     ],
 )
-def test_an_answer_that_asking_again_cannot_fix_fails_at_once(calls, response, cause):
-    calls.answers = [response]
+def test_an_answer_that_asking_again_cannot_fix_fails_at_once(prometheus_stub, response, cause):
+    prometheus_stub.reply = lambda params: response
     with pytest.raises(SourceError, match=cause) as caught:
-        client().query_range("up", START, END, sleep=pytest.fail)
+        client(prometheus_stub.url).query_range("up", START, END, sleep=pytest.fail)
     assert not caught.value.transient
-    assert len(calls.made) == 1
+    assert len(prometheus_stub.requests) == 1
 
 
-def test_the_token_is_sent_but_never_shown(calls):
-    calls.answers = [fake_response(403, "forbidden"), requests.ConnectionError("s3cr3t refused")]
-    resource = client(url="http://user:pw@prometheus.invalid:9090", token="s3cr3t", max_retries=0)
-    for _ in range(2):
+def test_the_token_is_sent_but_never_shown(prometheus_stub):
+    """Sent as a bearer token, or from the URL's credentials as Basic authentication; an error
+    body that echoes the header is quoted without it."""
+    prometheus_stub.reply = lambda params: (403, b"forbidden: Bearer s3cr3t-token")
+    netloc = prometheus_stub.url.split("//")[1]
+    for url, token in (
+        (prometheus_stub.url, "s3cr3t-token"),
+        (f"http://user:pw-s3cr3t@{netloc}", None),
+    ):
         with pytest.raises(SourceError) as caught:
-            resource.query_range("up", START, END)
-        assert "s3cr3t" not in str(caught.value) and "pw" not in str(caught.value)
-    assert calls.made[0]["headers"] == {"Authorization": "Bearer s3cr3t"}
-    assert "s3cr3t" not in repr(resource)
+            client(url=url, token=token, max_retries=0).query_range("up", START, END)
+        assert "s3cr3t" not in str(caught.value), str(caught.value)
+    assert prometheus_stub.requests[0]["authorization"] == "Bearer s3cr3t-token"
+    basic = base64.b64encode(b"user:pw-s3cr3t").decode()
+    assert prometheus_stub.requests[1]["authorization"] == f"Basic {basic}"
+    assert "s3cr3t" not in repr(client(token="s3cr3t-token"))
     token_env = prometheus.TOKEN_ENV
     source = prometheus.build_source({"queries": QUERIES}, {**URL_ENV, token_env: "s3cr3t"})
     assert source.resources["prometheus"].token == dg.EnvVar(token_env)
@@ -460,12 +461,13 @@ def test_values_equal_what_the_backfilled_series_imply(prometheus_server):
     assert rejected == 1  # the NaN at the end of NAN_HOUR
 
 
-def test_a_window_over_11000_hours_is_read_in_chunks(prometheus_server, calls):
+def test_a_window_over_11000_hours_is_read_in_chunks(prometheus_server):
     server = prometheus_server
     # The first chunk of 11,000 hours ends half way through the data.
     start = server.hour(HOURS // 2) - 11_000 * ONE_HOUR
-    payload = client(server.url).query_range(QUEUE_DEPTH["query"], start, server.end)
-    assert len(calls.made) == 2
+    with RecordingProxy(server.url) as proxy:
+        payload = client(proxy.url).query_range(QUEUE_DEPTH["query"], start, server.end)
+    assert len(proxy.requests) == 2
     frame, _ = normalize_matrix(payload, QUEUE_DEPTH["metric"], start, server.end)
     expected = {
         k: v
@@ -475,11 +477,12 @@ def test_a_window_over_11000_hours_is_read_in_chunks(prometheus_server, calls):
     assert as_dict(frame) == expected
 
 
-def test_a_query_prometheus_refuses_fails_at_once_with_its_error(prometheus_server, calls):
-    with pytest.raises(SourceError, match=r"Prometheus answered bad_data: .*parse error") as caught:
-        client(prometheus_server.url).query_range("sum(", START, END, sleep=pytest.fail)
-    assert not caught.value.transient
-    assert len(calls.made) == 1
+def test_a_query_prometheus_refuses_fails_at_once_with_its_error(prometheus_server):
+    with RecordingProxy(prometheus_server.url) as proxy:
+        with pytest.raises(SourceError, match=r"Prometheus answered bad_data: .*parse error") as e:
+            client(proxy.url).query_range("sum(", START, END, sleep=pytest.fail)
+    assert not e.value.transient
+    assert len(proxy.requests) == 1
 
 
 # --- the demo's sample server ---------------------------------------------------------------
@@ -492,24 +495,25 @@ def sample_server():
     stop()
 
 
-def test_the_sample_server_answers_the_demo_queries_like_prometheus(sample_server, calls):
-    resource = Prometheus(base_url=sample_server, queries=SAMPLE_QUERIES)
+def test_the_sample_server_answers_the_demo_queries_like_prometheus(sample_server):
     end = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0) - ONE_HOUR
     start = end - 12_000 * ONE_HOUR
     names = set()
-    for q in resource.queries:
-        payload = resource.query_range(q.query, start, end)
-        frame, rejected = normalize_matrix(payload, q.metric, start, end)
-        assert rejected == 0 and len(frame) == 2 * 12_000
-        names |= set(frame["metric"])
+    with RecordingProxy(sample_server) as proxy:
+        resource = Prometheus(base_url=proxy.url, queries=SAMPLE_QUERIES)
+        for q in resource.queries:
+            payload = resource.query_range(q.query, start, end)
+            frame, rejected = normalize_matrix(payload, q.metric, start, end)
+            assert rejected == 0 and len(frame) == 2 * 12_000
+            names |= set(frame["metric"])
+        assert resource.query_range("up", start, end) == answer()
     assert names == {
         "http.requests.api",
         "http.requests.web",
         "queue.depth.emails",
         "queue.depth.billing",
     }
-    assert len(calls.made) == 4  # two chunks per query
-    assert resource.query_range("up", start, end) == answer()
+    assert len(proxy.requests) == 6  # two chunks per query
 
 
 def test_the_sample_server_refuses_too_many_points_like_prometheus(sample_server):

@@ -9,22 +9,21 @@ else, on a store that another role migrated) are `WRITER_GRANTS` below.
 from __future__ import annotations
 
 import json
+import os
 import shutil
-import tempfile
 import threading
 import traceback
 import uuid
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import dagster as dg
 import psycopg2
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from dagster._serdes import serialize_value
 from psycopg2 import sql
 
 from metrics_platform.definitions import build_definitions
@@ -34,6 +33,7 @@ from metrics_platform.lib.embedded_postgres import free_port
 from metrics_platform.lib.errors import ConfigurationError, MetricsPlatformError
 from metrics_platform.lib.metric_rows import METRIC_NAME
 from metrics_platform_tests.conftest import execute, new_database, query
+from metrics_platform_tests.processes import instance_home
 from metrics_platform_tests.stubs import PrometheusStub
 from metrics_platform_tests.test_faults import (
     HOUR,
@@ -437,12 +437,16 @@ def test_the_writer_needs_only_these_privileges(postgres_server, store_url):
 
 
 class Receiver:
-    """A webhook that answers every post with HTTP 500."""
+    """A webhook that records every post (`posts`) and answers it with HTTP 500."""
 
     def __init__(self):
+        self.posts: list[str] = []
+        receiver = self
+
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):
-                self.rfile.read(int(self.headers["Content-Length"]))
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                receiver.posts.append(body.decode("utf-8", "replace"))
                 self.send_response(500)
                 self.end_headers()
 
@@ -480,18 +484,64 @@ def service_account_key(path: Path, token_uri: str) -> str:
     return pem
 
 
-def leaks(secrets: dict[str, str], texts: dict[str, str]) -> list[tuple[str, str]]:
-    return [
-        (secret, where)
-        for secret, value in secrets.items()
-        for where, text in texts.items()
-        if value in text
-    ]
+def leaks(secrets: dict[str, str], texts: dict[str, str]) -> list[tuple[str, str, list[str]]]:
+    """(secret, where, encodings) of every secret found in a text, in any encoding."""
+    from metrics_platform_tests.test_redaction import leaked
+
+    found = []
+    for secret, value in secrets.items():
+        for where, text in texts.items():
+            encodings = leaked(value, text)
+            if encodings:
+                found.append((secret, where, encodings))
+    return found
+
+
+# A password with the characters that break a URL: percent-encoded in the URLs that must work,
+# as is in one that does not parse.
+HOSTILE_PASSWORD = "Db%zz/@:Pa55-"
+SECRETS_SETTINGS_ENV = "SECURITY_TEST_SETTINGS"
+
+
+def secrets_job():
+    """The hourly job as the definitions build it from the settings in SECRETS_SETTINGS_ENV:
+    reconstructable, so that its steps run in processes of their own, as in production."""
+    return build_definitions(json.loads(os.environ[SECRETS_SETTINGS_ENV])).resolve_job_def(
+        HOURLY_JOB
+    )
+
+
+def store_texts(url: str) -> dict[str, str]:
+    """Every value of every table of a database (Dagster's runs and event logs, the store)."""
+    conn = connect(url, application_name="secret scan")
+    texts = {}
+    try:
+        with conn, conn.cursor() as cur:
+            for schema, name, _, _ in relations(url):
+                cur.execute(sql.SQL("SELECT * FROM {}").format(sql.Identifier(schema, name)))
+                for index, row in enumerate(cur.fetchall()):
+                    values = [
+                        bytes(v).decode("latin-1")
+                        if isinstance(v, (bytes, memoryview))
+                        else v
+                        if isinstance(v, str)
+                        else repr(v)
+                        for v in row
+                    ]
+                    texts[f"table {schema}.{name} row {index}"] = "\n".join(values)
+    finally:
+        conn.close()
+    return texts
 
 
 def test_no_secret_reaches_a_log_run_metadata_or_error_message(
     postgres_server, tmp_path, monkeypatch, capfd, ga4_server, prometheus_stub
 ):
+    """A real run, its steps in processes of their own, on an instance configured by the
+    repository's dagster.yaml (runs and event logs in Postgres), against hostile peers that echo
+    the credentials they were sent, and every other secret, in their error bodies. No secret of
+    any kind, in any encoding, reaches the event log tables, the compute logs, stdout or
+    stderr, the alert, or the errors raised directly."""
     from metrics_platform.defs.automation.alerts import (
         WEBHOOK_ENV,
         AlertWebhook,
@@ -499,11 +549,11 @@ def test_no_secret_reaches_a_log_run_metadata_or_error_message(
     )
     from metrics_platform.defs.sources.ga4 import CREDENTIALS_FILE_ENV, ENDPOINT_ENV
     from metrics_platform.defs.sources.prometheus import TOKEN_ENV, URL_ENV
-    from metrics_platform.demo.ga4_sample_server import Reply
+    from metrics_platform.demo.ga4_sample_server import Reply, api_error
+    from metrics_platform.lib.grafana_role import PASSWORD_ENV
 
-    monkeypatch.setattr(dg.RetryPolicy, "calculate_delay", lambda policy, attempt: 0)
     tag = uuid.uuid4().hex
-    role, password = f"writer_{tag[:8]}", f"Db-Pa55-{tag}"
+    role, password = f"writer_{tag[:8]}", f"{HOSTILE_PASSWORD}{tag}"
     conn = admin(postgres_server)
     store_name = f"secret_store_{tag[:8]}"
     try:
@@ -523,46 +573,65 @@ def test_no_secret_reaches_a_log_run_metadata_or_error_message(
     product = product_database(postgres_server, None)
     execute(product, sql.SQL(PRODUCT_GRANTS).format(role=sql.Identifier(role)))
     port = postgres_server.port
-    store_url = f"postgresql+psycopg2://{role}:{password}@127.0.0.1:{port}/{store_name}"
-    product_url = as_role(product, role, password)
-    unreachable = f"postgresql+psycopg2://{role}:{password}@127.0.0.1:{free_port()}/gone"
+    encoded = quote(password, safe="")
+    store_url = f"postgresql+psycopg2://{role}:{encoded}@127.0.0.1:{port}/{store_name}"
+    product_url = as_role(product, role, encoded)
+    # A source's url_env with the password as is: the URL does not parse.
+    unparsable = f"postgresql+psycopg2://{role}:{password}@127.0.0.1:{port}/{store_name}"
 
     key_file = tmp_path / "ga4-key.json"
     pem = service_account_key(key_file, f"{ga4_server.url}token")
-    ga4_server.token_reply = Reply(
-        400, {"error": "invalid_grant", "error_description": "Invalid JWT Signature."}
-    )
+    key_lines = pem.strip().splitlines()[1:-1]
+    access_token = f"ya29.access-{tag}"
     token = f"prom-token-{tag}"
-    prometheus_stub.reply = lambda params: (401, b"Unauthorized")
-    prometheus_url = prometheus_stub.url
+    grafana_password = f"Gr4f-{tag}"
     receiver = Receiver()
     webhook = f"http://127.0.0.1:{receiver.port}/services/T000/B000/hook-{tag}"
+    everything = [password, webhook, grafana_password, *key_lines]
+    echoed = " ".join(
+        [password, encoded, json.dumps(password), webhook, grafana_password, *key_lines]
+    )
+    ga4_server.token_reply = Reply(
+        body={"access_token": access_token, "expires_in": 3600, "token_type": "Bearer"}
+    )
+    ga4_server.fallback = api_error(401, f"Invalid credentials: Bearer {access_token}; {echoed}")
 
-    for name, value in {
-        DATABASE_URL_ENV: store_url,
-        PRODUCT_DATABASE_URL_ENV: product_url,
-        "FAULTS_EVENTS_DATABASE_URL": unreachable,
-        CREDENTIALS_FILE_ENV: str(key_file),
-        ENDPOINT_ENV: ga4_server.url,
-        URL_ENV: prometheus_url,
-        TOKEN_ENV: token,
-        WEBHOOK_ENV: webhook,
-    }.items():
-        monkeypatch.setenv(name, value)
+    def echo_the_authorization(params):
+        sent = prometheus_stub.requests[-1]["authorization"]
+        body = f"401 Unauthorized: bad credentials ({sent}) {echoed}"
+        return 401, body.encode()
+
+    prometheus_stub.reply = echo_the_authorization
     settings_ = {
         **SETTINGS,
         "events": {**SETTINGS["events"], "url_env": "FAULTS_EVENTS_DATABASE_URL"},
         "ga4": GA4_SECTION,
         "prometheus": {"queries": [QUERY]},
     }
-    defs = build_definitions(settings_)
-    home = Path(tempfile.mkdtemp(prefix="metrics_platform_secrets_"))
+    for name, value in {
+        DATABASE_URL_ENV: store_url,
+        PRODUCT_DATABASE_URL_ENV: product_url,
+        "FAULTS_EVENTS_DATABASE_URL": unparsable,
+        CREDENTIALS_FILE_ENV: str(key_file),
+        ENDPOINT_ENV: ga4_server.url,
+        URL_ENV: prometheus_stub.url,
+        TOKEN_ENV: token,
+        WEBHOOK_ENV: webhook,
+        PASSWORD_ENV: grafana_password,
+        SECRETS_SETTINGS_ENV: json.dumps(settings_),
+    }.items():
+        monkeypatch.setenv(name, value)
+    home = instance_home("metrics_platform_secrets_")
     texts: dict[str, str] = {}
     try:
-        with dg.instance_for_test(temp_dir=str(home)) as instance:
-            result = defs.resolve_job_def(HOURLY_JOB).execute_in_process(
-                instance=instance, partition_key=HOUR, raise_on_error=False
+        with dg.DagsterInstance.from_config(str(home)) as instance:
+            result = dg.execute_job(
+                dg.reconstructable(secrets_job),
+                instance=instance,
+                tags={"dagster/partition": HOUR},
+                raise_on_error=False,
             )
+            run_id = result.run_id
             failures = {e.step_key: e for e in result.get_step_failure_events()}
             assert set(failures) == {
                 "raw__ga4_report",
@@ -574,21 +643,19 @@ def test_no_secret_reaches_a_log_run_metadata_or_error_message(
             }
             assert landed == {"raw/product_db_row_counts", "raw/crawler_status"}
             # The failures went through the paths that handle the secrets.
-            assert f"{role}:***@127.0.0.1" in error_chain(failures["raw__events_hourly"])
-            assert "CREDENTIALS_FILE was refused" in error_chain(failures["raw__ga4_report"])
-            assert "HTTP 401" in error_chain(failures["raw__prometheus_series"])
-            assert {r["authorization"] for r in prometheus_stub.requests} == {f"Bearer {token}"}
-
-            run = instance.get_run_by_id(result.run_id)
-            for index, entry in enumerate(instance.all_logs(result.run_id)):
-                texts[f"event {index} ({entry.dagster_event_type})"] = serialize_value(entry)
-            texts["run"] = serialize_value(run)
-            texts["job snapshot"] = serialize_value(instance.get_job_snapshot(run.job_snapshot_id))
-            texts["execution plan"] = serialize_value(
-                instance.get_execution_plan_snapshot(run.execution_plan_snapshot_id)
+            assert "events: the URL does not parse" in error_chain(failures["raw__events_hourly"])
+            assert "answered 401: Invalid credentials: Bearer ***" in error_chain(
+                failures["raw__ga4_report"]
             )
+            assert "HTTP 401: '401 Unauthorized: bad credentials (Bearer ***)" in error_chain(
+                failures["raw__prometheus_series"]
+            )
+            assert {r["authorization"] for r in prometheus_stub.requests} == {f"Bearer {token}"}
+            assert set(ga4_server.authorizations) == {f"Bearer {access_token}"}
+
             # The alert for this run, to a webhook that fails.
-            event = instance.all_logs(result.run_id, of_type=dg.DagsterEventType.RUN_FAILURE)[
+            run = instance.get_run_by_id(run_id)
+            event = instance.all_logs(run_id, of_type=dg.DagsterEventType.RUN_FAILURE)[
                 0
             ].dagster_event
             context = dg.build_run_status_sensor_context(
@@ -600,10 +667,15 @@ def test_no_secret_reaches_a_log_run_metadata_or_error_message(
             with pytest.raises(Exception) as alert:
                 run_failure_alerts(context, alert_webhook=AlertWebhook(url=webhook))
             texts["alert error"] = "".join(traceback.format_exception(alert.value))
-        # Everything the instance wrote: event and run storage, captured compute logs.
-        for path in home.rglob("*"):
-            if path.is_file():
-                texts[f"instance file {path.name}"] = path.read_bytes().decode("latin-1")
+            texts.update({f"alert post {i}": post for i, post in enumerate(receiver.posts)})
+            assert receiver.posts, "the alert was not sent"
+        # Everything the instance stored: runs and event logs in Postgres, compute logs in files.
+        texts.update(store_texts(store_url))
+        assert any("event_logs" in where for where in texts)
+        compute_logs = [path for path in home.rglob("*") if path.is_file()]
+        assert any(path.suffix in (".err", ".out") for path in compute_logs), compute_logs
+        for path in compute_logs:
+            texts[f"instance file {path.name}"] = path.read_bytes().decode("latin-1")
     finally:
         receiver.stop()
         shutil.rmtree(home, ignore_errors=True)
@@ -614,15 +686,17 @@ def test_no_secret_reaches_a_log_run_metadata_or_error_message(
     from metrics_platform.defs.sources.prometheus.resource import Prometheus
 
     start = datetime(2026, 3, 10, 5, tzinfo=UTC)
+    unreachable = f"postgresql+psycopg2://{role}:{encoded}@127.0.0.1:{free_port()}/gone"
     for name, call in {
-        "events": lambda: EventLog(url=unreachable).stats(start, start.replace(hour=6), by="hour"),
+        "events": lambda: EventLog(url=unparsable).stats(start, start.replace(hour=6), by="hour"),
         "ga4": lambda: GoogleAnalytics(
             **GA4_SECTION, credentials_file=str(key_file), endpoint=ga4_server.url
         ).run_report(start, start.replace(hour=6)),
         "prometheus": lambda: Prometheus(
-            base_url=prometheus_url, token=token, max_retries=0
+            base_url=prometheus_stub.url, token=token, max_retries=0
         ).query_range("up", start, start.replace(hour=6)),
         "store": lambda: connect(unreachable),
+        "store, unparsable": lambda: connect(unparsable),
     }.items():
         with pytest.raises(MetricsPlatformError) as caught:
             call()
@@ -635,12 +709,16 @@ def test_no_secret_reaches_a_log_run_metadata_or_error_message(
 
     secrets = {
         "database password": password,
+        "database password, percent-encoded part": f"%zz/@:Pa55-{tag}",
         "Prometheus token": token,
+        "GA4 access token": access_token,
         "webhook URL": webhook,
         "webhook token": f"hook-{tag}",
+        "Grafana reader password": grafana_password,
         "private key header": "PRIVATE KEY",
-        **{f"private key line {i}": line for i, line in enumerate(pem.strip().splitlines()[1:-1])},
+        **{f"private key line {i}": line for i, line in enumerate(key_lines)},
     }
+    assert everything  # every secret was echoed by the hostile peers
     assert leaks(secrets, texts) == []
 
 

@@ -4,6 +4,11 @@ One setting, `METRICS_PLATFORM_DATABASE_URL`, names the Postgres database that h
 metric store and Dagster's own storage. It is written the way SQLAlchemy and Dagster's
 `dagster.yaml` read it, `postgresql+psycopg2://user:password@host:port/dbname`; a plain
 `postgresql://` URL is accepted too and normalized. Connections always run in UTC.
+
+A user or password holding `%`, `/`, `@`, `?` or `#` must be percent-encoded (`%25`, `%2F`,
+`%40`, `%3F`, `%23`); a URL that does not parse is refused with an error that names the setting
+and says what to encode, never the password. Every URL's password is a known secret of the
+redaction layer (`metrics_platform.lib.redaction`) from the moment it is read.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg2
 import psycopg2.extensions
 
+from metrics_platform.lib import redaction
 from metrics_platform.lib.errors import (
     ConfigurationError,
     DatabaseUnavailableError,
@@ -41,8 +47,28 @@ def database_url_from_env(env: str = DATABASE_URL_ENV) -> str:
     return url
 
 
+_ENCODE = "percent-encode '%' as %25, '/' as %2F, '@' as %40, '?' as %3F and '#' as %23"
+
+
 def _split(url: str, *, key: str):
-    parts = urlsplit(url)
+    redaction.register_url(url)
+    userinfo = redaction.url_userinfo(url)
+    try:
+        parts = urlsplit(url)
+        netloc_userinfo = parts.netloc.rpartition("@")[0] if "@" in parts.netloc else None
+        if userinfo is not None and (userinfo != netloc_userinfo or "@" in userinfo):
+            raise ValueError("the user information holds a character that breaks the URL")
+        parts.port  # noqa: B018 - a port that is not a number raises here
+    except ValueError:
+        raise ConfigurationError(
+            f"{key}: the URL does not parse: its user, password, host or port holds a character "
+            f"that must be percent-encoded ({_ENCODE})"
+        ) from None
+    if userinfo is not None and re.search(r"%(?![0-9A-Fa-f]{2})", userinfo):
+        raise ConfigurationError(
+            f"{key}: the URL does not parse: its user or password holds a '%' that does not "
+            f"start a percent-encoded character ({_ENCODE})"
+        )
     if parts.scheme not in _SCHEMES:
         raise ConfigurationError(
             f"{key}: unsupported scheme {parts.scheme!r}; use postgresql+psycopg2://"
@@ -63,13 +89,16 @@ def libpq_url(url: str, *, key: str = DATABASE_URL_ENV) -> str:
 
 
 def redact(url: str) -> str:
-    """The URL with its password replaced, safe for logs, errors and metadata."""
-    parts = urlsplit(url)
-    query = re.sub(r"((?:^|&)(?:ssl)?password=)[^&]*", r"\1***", parts.query)
-    netloc = parts.netloc
-    if parts.password is not None:
-        netloc = netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc, query=query))
+    """The URL with its password replaced, safe for logs, errors and metadata (even a URL that
+    does not parse: its user information is read leniently)."""
+    redaction.register_url(url)
+    userinfo = redaction.url_userinfo(url)
+    if userinfo is not None and ":" in userinfo:
+        user = userinfo.partition(":")[0]
+        scheme, _, rest = url.partition("://")
+        url = f"{scheme}://{user}:***" + rest[len(userinfo) :]
+    url = re.sub(r"((?:[?&])(?:ssl)?password=)[^&#]*", r"\1***", url, flags=re.IGNORECASE)
+    return redaction.redact(url)
 
 
 def connect(
@@ -87,8 +116,10 @@ def connect(
         # libpq's message can echo connection parameters; keep only its first line.
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DatabaseUnavailableError(
-            f"{key}: cannot connect to {redact(url)}: {reason}"
+            f"{key}: cannot connect to {redact(url)}: {redaction.redact(reason)}"
         ) from None
+    except psycopg2.ProgrammingError:  # libpq refused the URL itself (`invalid dsn`)
+        raise ConfigurationError(f"{key}: libpq cannot read the URL {redact(url)}") from None
 
 
 @contextmanager
@@ -103,6 +134,8 @@ def source_cursor(
     """
     try:
         conn = connect(url, application_name=f"metrics_platform {source}", key=key)
+    except ConfigurationError as exc:
+        raise SourceError(source, str(exc)) from None
     except MetricsPlatformError as exc:
         raise SourceError(source, str(exc), transient=True) from None
     try:

@@ -1,8 +1,17 @@
-"""The project's own error types: every failure the platform raises on purpose is one of these."""
+"""The project's own error types: every failure the platform raises on purpose is one of these.
+
+Their messages are redacted when they are made (`metrics_platform.lib.redaction`): no secret in
+use reaches an error's text, whatever a source or a library put in it.
+"""
+
+from metrics_platform.lib.redaction import redact
 
 
 class MetricsPlatformError(Exception):
-    """Base class for errors raised by the platform itself."""
+    """Base class for errors raised by the platform itself; its message holds no secret."""
+
+    def __init__(self, *args):
+        super().__init__(*(redact(arg) if isinstance(arg, str) else arg for arg in args))
 
 
 class ConfigurationError(MetricsPlatformError):
@@ -18,9 +27,9 @@ class SourceError(MetricsPlatformError):
 
     def __init__(self, source: str, cause: str, *, transient: bool = False):
         self.source = source
-        self.cause = cause
+        self.cause = redact(cause)
         self.transient = transient
-        super().__init__(f"source {source!r}: {cause}")
+        super().__init__(f"source {source!r}: {self.cause}")
 
 
 class WriteError(MetricsPlatformError):

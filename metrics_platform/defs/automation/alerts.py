@@ -3,12 +3,16 @@
 Messages use Slack's incoming-webhook format (`{"text": ...}` with `<url|label>` links), which
 Slack, Mattermost, Rocket.Chat and Microsoft Teams' Slack-compatible connectors accept. The
 webhook URL is a secret: it comes from `METRICS_PLATFORM_ALERT_WEBHOOK_URL`, and appears in no
-log, metadata or error message. Without it, the sensors skip with that reason.
+log, metadata or error message. Without it, the sensors skip with that reason. Every message is
+redacted before it is sent (`metrics_platform.lib.redaction`): a failure's text that quotes a
+secret in use reaches the chat without it.
 """
 
 import dagster as dg
 import requests
 from pydantic import Field
+
+from metrics_platform.lib import redaction
 
 WEBHOOK_ENV = "METRICS_PLATFORM_ALERT_WEBHOOK_URL"
 UI_URL_ENV = "METRICS_PLATFORM_UI_URL"
@@ -32,7 +36,9 @@ class AlertWebhook(dg.ConfigurableResource):
         return f"<{self.ui_url.rstrip('/')}/runs/{run_id}|open the run>"
 
     def post(self, text: str) -> None:
-        """Send one message; a failure raises an error that does not reveal the URL."""
+        """Send one message, redacted; a failure raises an error that does not reveal the URL."""
+        redaction.register(self.url.strip(), *redaction.webhook_secrets(self.url.strip()))
+        text = redaction.redact(text)
         try:
             response = requests.post(self.url, json={"text": text}, timeout=self.timeout_seconds)
         except requests.RequestException as exc:
@@ -51,7 +57,7 @@ def partition_of(run: dg.DagsterRun) -> str:
 
 
 def failure_message(run: dg.DagsterRun, reason: str, webhook: AlertWebhook) -> str:
-    first_line = (reason or "no reason given").strip().splitlines()[0][:300]
+    first_line = redaction.redact((reason or "no reason given").strip()).splitlines()[0][:300]
     return (
         f":red_circle: *{run.job_name}* failed for {partition_of(run)}: {first_line} "
         f"({webhook.run_link(run.run_id)})"

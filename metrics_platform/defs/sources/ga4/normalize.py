@@ -10,9 +10,12 @@ GA4 reports `dateHour` (YYYYMMDDHH) in the property's time zone, which every res
 - In a zone whose offset is not whole hours (Asia/Kolkata is +05:30), a local hour straddles two
   UTC hours; it is stored on the one in which it starts.
 
-Values are read by their header's type; durations are stored in seconds. Extra dimensions append
-their (sanitized) values to the metric name; rows that then share an (hour, metric) are summed,
-as counters are.
+Values are read by their header's type; durations are stored in seconds. A value is read only
+as the API writes it, a string of an integer (`TYPE_INTEGER`) or of a decimal (`12`, `-0.5`,
+`1.5E7`): no underscores, no spaces, no `+`, no other spelling; `-0` is stored as 0. Extra
+dimensions append their (sanitized) values to the metric name; distinct rows that then share an
+(hour, metric) are summed, as counters are. A row repeated (the same dimension values twice in a
+report, on one page or two) is refused, naming the row: summing it would double its values.
 
 The daily report (`recomputed` metrics: distinct users, which a day does not sum from its hours)
 is by `date` (YYYYMMDD), the property's local date. Its days are the platform's business days
@@ -44,23 +47,43 @@ DATE = "date"
 _DATE_HOUR = re.compile(r"\d{10}")
 _DATE = re.compile(r"\d{8}")
 _CURRENCY = re.compile(r"[A-Z]{3}")  # ISO 4217
+# Metric values as the API writes them: integers, or decimals with an optional exponent.
+INTEGER_VALUE = re.compile(r"-?[0-9]+")
+DECIMAL_VALUE = re.compile(r"-?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")
+# How a non-finite double may be written (Java's and JSON-ish spellings): refused as such.
+NON_FINITE = frozenset({"NaN", "Infinity", "-Infinity", "+Infinity", "Inf", "-Inf", "+Inf"})
 _METRIC_NAME_MAX = 200
+
 
 # How the value of each GA4 metric type is read, and the unit it is stored in. The unit of
 # TYPE_CURRENCY is the property's currency code, from the response's metadata.
+def parse_integer(text: str) -> float:
+    """A `TYPE_INTEGER` value, or ValueError (or OverflowError beyond the float range)."""
+    if not isinstance(text, str) or not INTEGER_VALUE.fullmatch(text):
+        raise ValueError(f"{text!r} is not an integer")
+    return float(int(text)) + 0.0  # -0 is 0
+
+
+def parse_decimal(text: str) -> float:
+    """A decimal metric value, or ValueError."""
+    if not isinstance(text, str) or not DECIMAL_VALUE.fullmatch(text):
+        raise ValueError(f"{text!r} is not a decimal")
+    return float(text) + 0.0  # -0.0 + 0.0 is 0.0
+
+
 METRIC_TYPES: Mapping[str, tuple[Callable[[str], float], str]] = {
-    "TYPE_INTEGER": (int, ""),
-    "TYPE_FLOAT": (float, ""),
-    "TYPE_STANDARD": (float, ""),
-    "TYPE_CURRENCY": (float, ""),
-    "TYPE_SECONDS": (float, "s"),
-    "TYPE_MILLISECONDS": (lambda text: float(text) / 1000, "s"),
-    "TYPE_MINUTES": (lambda text: float(text) * 60, "s"),
-    "TYPE_HOURS": (lambda text: float(text) * 3600, "s"),
-    "TYPE_FEET": (float, "ft"),
-    "TYPE_MILES": (float, "mi"),
-    "TYPE_METERS": (float, "m"),
-    "TYPE_KILOMETERS": (float, "km"),
+    "TYPE_INTEGER": (parse_integer, ""),
+    "TYPE_FLOAT": (parse_decimal, ""),
+    "TYPE_STANDARD": (parse_decimal, ""),
+    "TYPE_CURRENCY": (parse_decimal, ""),
+    "TYPE_SECONDS": (parse_decimal, "s"),
+    "TYPE_MILLISECONDS": (lambda text: parse_decimal(text) / 1000, "s"),
+    "TYPE_MINUTES": (lambda text: parse_decimal(text) * 60, "s"),
+    "TYPE_HOURS": (lambda text: parse_decimal(text) * 3600, "s"),
+    "TYPE_FEET": (parse_decimal, "ft"),
+    "TYPE_MILES": (parse_decimal, "mi"),
+    "TYPE_METERS": (parse_decimal, "m"),
+    "TYPE_KILOMETERS": (parse_decimal, "km"),
 }
 
 
@@ -175,6 +198,7 @@ def _read_pages(
     metrics: dict[str, ReportedMetric] = {}
     zones: set[str] = set()
     rows_read = 0
+    seen_rows: dict[tuple[str, ...], str] = {}  # dimension values -> where they were first
     for number, page in enumerate(pages, start=1):
         where = f"page {number}"
         if not isinstance(page, Mapping):
@@ -199,6 +223,13 @@ def _read_pages(
             at = f"{where} row {index}"
             dimension_values = _values(row, "dimensionValues", len(dimensions), at)
             metric_values = _values(row, "metricValues", len(columns), at)
+            first_at = seen_rows.setdefault(tuple(dimension_values), at)
+            if first_at != at:
+                raise SourceError(
+                    SOURCE,
+                    f"{at} repeats the row of {first_at}, dimension values {dimension_values}: "
+                    "the report holds the same row twice",
+                )
             period = read_period(dimension_values[period_index], zone)
             suffix = [sanitize_name_part(dimension_values[i]) for i in extra]
             rows_read += 1
@@ -272,6 +303,11 @@ def _zone(metadata: Mapping, where: str) -> ZoneInfo:
 
 
 def _read(read: Callable[[str], float], text: str, ga_metric: str, where: str) -> float:
+    if text in NON_FINITE:
+        raise SourceError(
+            SOURCE,
+            f"{where}: {ga_metric} value {text!r} is a non-finite value; refusing to store it",
+        )
     try:
         return float(read(text))
     except (TypeError, ValueError, OverflowError):

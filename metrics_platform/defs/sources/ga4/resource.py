@@ -1,7 +1,17 @@
-"""The GA4 Data API client: paged `runReport`s of one property's metrics, by hour and by day."""
+"""The GA4 Data API client: paged `runReport`s of one property's metrics, by hour and by day.
+
+Every call is bounded. Each HTTP request (the report's pages and the service account's token
+exchange) goes through `metrics_platform.lib.http.BoundedHttp`: `timeout_seconds` per read,
+`deadline_seconds` for the whole request, `max_response_bytes` for its answer. A report reads at
+most `max_pages` pages, and stops at once on an API whose paging does not advance (a page that
+repeats an earlier one, a `rowCount` that changes between pages, a page longer than asked for).
+A deadline exceeded may be passing and is retried; an oversized answer or a pager that does not
+end is not: asking again gives the same answer.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import time
@@ -20,14 +30,18 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from metrics_platform.defs.sources.ga4 import CREDENTIALS_FILE_ENV, ENDPOINT_ENV, SOURCE
 from metrics_platform.defs.sources.ga4.normalize import DATE, DATE_HOUR
+from metrics_platform.lib import redaction
 from metrics_platform.lib.errors import ConfigurationError, SourceError
+from metrics_platform.lib.http import BoundedHttp, HttpFailure, MiB
 from metrics_platform.lib.metric_rows import validate_metric_name
 
 SCOPES = ["https://www.googleapis.com/auth/analytics.readonly"]
 API_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_:]*")
 # The Data API's limits: 10 metrics and 9 dimensions per request, 250,000 rows per page.
 MAX_METRICS, MAX_EXTRA_DIMENSIONS, MAX_PAGE_SIZE = 10, 8, 250_000
-SETTINGS = ("property_id", "metrics", "dimensions", "aggregations")
+# Bounds of each request and report, as the resource's fields of the same name.
+LIMITS = ("page_size", "timeout_seconds", "deadline_seconds", "max_response_bytes", "max_pages")
+SETTINGS = ("property_id", "metrics", "dimensions", "aggregations", *LIMITS)
 # How a day is made of a GA4 metric's hours; `recomputed`: not from its hours, but from GA4's own
 # report by `date` (distinct users: a day's active users are not the sum of its hours').
 AGGREGATIONS = ("sum", "last", "recomputed")
@@ -54,7 +68,16 @@ class GoogleAnalytics(dg.ConfigurableResource):
     endpoint: str | None = Field(
         default=None, description=f"API root URL instead of Google's ({ENDPOINT_ENV})."
     )
-    timeout_seconds: float = Field(default=60.0, gt=0, description="Timeout of one request.")
+    timeout_seconds: float = Field(
+        default=60.0, gt=0, description="Seconds to connect, and to wait for each read."
+    )
+    deadline_seconds: float = Field(
+        default=300.0, gt=0, description="Seconds for a whole request, first byte to last."
+    )
+    max_response_bytes: int = Field(
+        default=128 * MiB, ge=1, description="Largest answer read; a larger one fails."
+    )
+    max_pages: int = Field(default=200, ge=1, description="Most pages read for one report.")
     max_retries: int = Field(default=4, ge=0, description="Retries of a 429, a 5xx or a timeout.")
     backoff_seconds: float = Field(default=2.0, ge=0, description="First retry delay; doubles.")
     max_retry_after_seconds: float = Field(
@@ -196,27 +219,58 @@ class GoogleAnalytics(dg.ConfigurableResource):
             "keepEmptyRows": False,
             "limit": self.page_size,
         }
-        reports = self._service().properties()
+        reports, credentials = self._reports()
         pages: list[dict] = []
-        offset = 0
+        page_digests: dict[str, int] = {}  # a page's rows -> the number of the page
+        offset, first_count = 0, None
         while True:
+            if len(pages) == self.max_pages:
+                raise SourceError(
+                    SOURCE,
+                    f"the report needs more than ga4.max_pages ({self.max_pages}) pages of "
+                    f"{self.page_size} rows ({offset} of {first_count} rows read); raise "
+                    "ga4.max_pages or ga4.page_size",
+                )
             request = reports.runReport(
                 property=f"properties/{self.property_id}", body={**body, "offset": offset}
             )
-            page = self._execute(request, sleep)
+            page = self._execute(request, sleep, credentials)
             pages.append(page)
+            number = len(pages)
             rows, row_count = page.get("rows", []), page.get("rowCount", 0)
             if not isinstance(rows, list) or not isinstance(row_count, int):
-                raise SourceError(SOURCE, f"page {len(pages)}: `rows` or `rowCount` is malformed")
+                raise SourceError(SOURCE, f"page {number}: `rows` or `rowCount` is malformed")
+            first_count = row_count if first_count is None else first_count
+            _check_paging(number, offset, rows, row_count, first_count, self.page_size)
+            if rows:
+                digest = hashlib.sha256(json.dumps(rows, sort_keys=True).encode()).hexdigest()
+                if digest in page_digests:
+                    raise SourceError(
+                        SOURCE,
+                        f"page {number} (offset {offset}) repeats page {page_digests[digest]}: "
+                        "the API's paging does not advance",
+                    )
+                page_digests[digest] = number
             offset += len(rows)
             if offset >= row_count:
                 return pages
             if not rows:
                 raise SourceError(SOURCE, f"GA page ended early: {offset} of {row_count} rows read")
 
+    def _reports(self):
+        """The API's `properties` collection, and the credentials it signs with (or None)."""
+        service, credentials = self._service()
+        return service.properties(), credentials
+
     def _service(self):
-        http = httplib2.Http(timeout=self.timeout_seconds)
+        http = BoundedHttp(
+            timeout=self.timeout_seconds,
+            deadline=self.deadline_seconds,
+            max_bytes=self.max_response_bytes,
+        )
+        credentials = None
         if self.credentials_file:
+            redaction.register(*redaction.key_file_secrets(self.credentials_file))
             try:
                 credentials = service_account.Credentials.from_service_account_file(
                     self.credentials_file, scopes=SCOPES
@@ -229,7 +283,7 @@ class GoogleAnalytics(dg.ConfigurableResource):
                 ) from None
             http = google_auth_httplib2.AuthorizedHttp(credentials, http=http)
         options = {"api_endpoint": self.endpoint.rstrip("/") + "/"} if self.endpoint else None
-        return build(
+        service = build(
             "analyticsdata",
             "v1beta",
             http=http,
@@ -237,8 +291,9 @@ class GoogleAnalytics(dg.ConfigurableResource):
             static_discovery=True,
             cache_discovery=False,
         )
+        return service, credentials
 
-    def _execute(self, request, sleep: Callable[[float], None]) -> dict:
+    def _execute(self, request, sleep: Callable[[float], None], credentials=None) -> dict:
         """One request; a 429, a 5xx or a network failure is retried with exponential backoff,
         or after the server's `Retry-After` when it asks for longer."""
         asked = 0.0
@@ -248,7 +303,14 @@ class GoogleAnalytics(dg.ConfigurableResource):
             try:
                 # The client hands back a body that is not JSON as it came, a string.
                 page = request.execute()
+            except HttpFailure as exc:
+                if not exc.transient:
+                    raise SourceError(SOURCE, self._failure(exc)) from None
+                cause = self._failure(exc)
+                continue
             except HttpError as exc:
+                # The access token the key was exchanged for is a secret too.
+                redaction.register(getattr(credentials, "token", None))
                 status = exc.resp.status
                 cause = f"the GA4 Data API answered {status}: {_api_message(exc)}"
                 if status != 429 and status < 500:
@@ -274,6 +336,36 @@ class GoogleAnalytics(dg.ConfigurableResource):
                 )
             return page
         raise SourceError(SOURCE, f"{cause} ({self.max_retries + 1} tries)", transient=True)
+
+    def _failure(self, exc: HttpFailure) -> str:
+        if exc.kind == "too_large":
+            return (
+                f"the GA4 Data API's answer is over ga4.max_response_bytes: {exc}; lower "
+                "ga4.page_size or raise ga4.max_response_bytes"
+            )
+        if exc.kind == "deadline":
+            return f"the GA4 Data API did not answer in time: {exc}"
+        return f"the GA4 Data API could not be reached: {exc.error or exc}"
+
+
+def _check_paging(
+    number: int, offset: int, rows: list, row_count: int, first_count: int, page_size: int
+) -> None:
+    """Refuse a page that shows the API's paging cannot end: a `rowCount` that changed since
+    the first page, or more rows than asked for."""
+    if row_count != first_count:
+        raise SourceError(
+            SOURCE,
+            f"page {number} (offset {offset}) says rowCount {row_count}, the first page said "
+            f"{first_count}: the report changed while it was read",
+            transient=True,
+        )
+    if len(rows) > page_size:
+        raise SourceError(
+            SOURCE,
+            f"page {number} (offset {offset}) has {len(rows)} rows, more than the "
+            f"{page_size} asked for",
+        )
 
 
 def _check_api_name(name: str, *, key: str) -> None:

@@ -4,6 +4,7 @@ import re
 from collections.abc import Mapping
 
 import dagster as dg
+from pydantic import ValidationError
 
 from metrics_platform.defs.sources.registry import SourceDefinition
 from metrics_platform.lib.errors import ConfigurationError
@@ -12,7 +13,9 @@ SOURCE = "prometheus"
 URL_ENV = "METRICS_PLATFORM_PROMETHEUS_URL"
 TOKEN_ENV = "METRICS_PLATFORM_PROMETHEUS_TOKEN"
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_SETTINGS = ("url_env", "queries")
+# Bounds of each request, as the resource's fields of the same name.
+_LIMITS = ("timeout", "deadline_seconds", "max_response_bytes")
+_SETTINGS = ("url_env", "queries", *_LIMITS)
 
 
 def build_source(section: Mapping, env: Mapping[str, str]) -> SourceDefinition:
@@ -25,7 +28,7 @@ def build_source(section: Mapping, env: Mapping[str, str]) -> SourceDefinition:
     unknown = sorted(str(key) for key in section if key not in _SETTINGS)
     if unknown:
         raise ConfigurationError(
-            f"prometheus.{unknown[0]}: unknown setting (expected url_env, queries)"
+            f"prometheus.{unknown[0]}: unknown setting (expected {', '.join(_SETTINGS)})"
         )
     url_env = section.get("url_env") or URL_ENV
     if not isinstance(url_env, str) or not _ENV_NAME.fullmatch(url_env):
@@ -38,9 +41,16 @@ def build_source(section: Mapping, env: Mapping[str, str]) -> SourceDefinition:
         reason = "no queries listed under `prometheus.queries` in the settings file"
     elif not env.get(url_env):
         reason = f"{url_env} is not set"
-    resource = Prometheus(
-        base_url=dg.EnvVar(url_env),
-        queries=queries,
-        token=dg.EnvVar(TOKEN_ENV) if env.get(TOKEN_ENV) else None,
-    )
+    limits = {key: section[key] for key in _LIMITS if section.get(key) is not None}
+    try:
+        resource = Prometheus(
+            base_url=dg.EnvVar(url_env),
+            queries=queries,
+            token=dg.EnvVar(TOKEN_ENV) if env.get(TOKEN_ENV) else None,
+            **limits,
+        )
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        key = ".".join(str(part) for part in error["loc"])
+        raise ConfigurationError(f"prometheus.{key}: {error['msg']}") from None
     return SourceDefinition(SOURCE, prometheus_series, {"prometheus": resource}, reason)

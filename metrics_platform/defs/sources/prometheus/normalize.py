@@ -5,9 +5,14 @@ An answer is Prometheus's JSON (`{"status": "success", "data": {"resultType": "m
 the end of every hour: the sample at time t is the value of hour t - 1h. Each series becomes one
 metric, named by filling the query's template with the series' labels (`http.requests.{job}`).
 
+- A sample value is read only as Prometheus writes it (Go's `strconv.FormatFloat`): a decimal
+  with an optional exponent (`12`, `-0.5`, `1e+21`, `1e-07`), `NaN`, `+Inf` or `-Inf`; no
+  underscores, no spaces, no other spelling. `-0` is stored as 0.
 - A `NaN` sample (e.g. a ratio over no requests) has no value: it is dropped and counted as
   rejected, never stored as zero.
 - `+Inf` / `-Inf` is the source's fault: the answer fails and nothing is stored.
+- A series twice in an answer, two samples of a series at one time, or two series that give the
+  same metric for an hour: the answer fails, naming the series.
 - No series at all means Prometheus has no data for the window: no rows, no error.
 - Anything else that does not fit raises `SourceError`, never a bare KeyError or ValueError.
 """
@@ -36,6 +41,8 @@ from metrics_platform.lib.metric_rows import (
 
 ONE_HOUR = timedelta(hours=1)
 LABEL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# A sample value as Prometheus writes it (Go's strconv.FormatFloat, 'f' or 'e' format).
+SAMPLE_VALUE = re.compile(r"-?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?|NaN|[+-]Inf")
 # Prometheus's error types worth asking again for; any other error gives the same answer twice.
 TRANSIENT_ERROR_TYPES = ("timeout", "unavailable")
 
@@ -101,11 +108,18 @@ def matrix_result(payload: object) -> list[dict]:
 
 
 def merge_matrices(payloads: Iterable[object]) -> dict:
-    """One answer from the answers for consecutive chunks of a window, each series once."""
+    """One answer from the answers for consecutive chunks of a window, each series once; a
+    series twice in one answer fails."""
     merged: dict[tuple, dict] = {}
     for payload in payloads:
+        in_answer: set[tuple] = set()
         for series in matrix_result(payload):
             key = tuple(sorted(series["metric"].items()))
+            if key in in_answer:
+                raise SourceError(
+                    SOURCE, f"the series {reprlib.repr(dict(key))} is twice in one answer"
+                )
+            in_answer.add(key)
             entry = merged.setdefault(key, {"metric": dict(series["metric"]), "values": []})
             entry["values"].extend(series["values"])
     return {"status": "success", "data": {"resultType": "matrix", "result": list(merged.values())}}
@@ -121,7 +135,15 @@ def normalize_matrix(
         raise ConfigurationError(f"metric template: {exc}") from None
     first, last = start.timestamp() + 3600, end.timestamp()
     hours, names, values, rejected = [], [], [], 0
+    origins: dict[tuple[str, float], Mapping] = {}  # (metric, time) -> labels of its series
+    seen_series: set[tuple] = set()
     for series in matrix_result(payload):
+        key = tuple(sorted(series["metric"].items()))
+        if key in seen_series:
+            raise SourceError(
+                SOURCE, f"the series {reprlib.repr(dict(key))} is twice in the answer"
+            )
+        seen_series.add(key)
         labels = series["metric"]
         missing = [field for field in fields if field not in labels]
         if missing:
@@ -148,6 +170,19 @@ def normalize_matrix(
                     "the end of an hour of the window",
                 )
             value = _value(name, raw)
+            if (name, at) in origins:
+                other = origins[(name, at)]
+                raise SourceError(
+                    SOURCE,
+                    f"metric {name!r} reported twice for hour {_hour_of(at)}: "
+                    + (
+                        f"two samples in series {reprlib.repr(dict(labels))}"
+                        if other is labels
+                        else f"by series {reprlib.repr(dict(other))} and "
+                        f"{reprlib.repr(dict(labels))}"
+                    ),
+                )
+            origins[(name, at)] = labels
             if math.isnan(value):
                 rejected += 1
                 continue
@@ -158,13 +193,25 @@ def normalize_matrix(
     return frame, rejected
 
 
+def _hour_of(at: float) -> str:
+    """The hour whose value a sample at evaluation time `at` is."""
+    return (datetime.fromtimestamp(at, timezone.utc) - ONE_HOUR).isoformat()
+
+
+def parse_sample_value(raw: object) -> float:
+    """A sample value as Prometheus writes it, or ValueError; `-0` is 0."""
+    if not isinstance(raw, str) or not SAMPLE_VALUE.fullmatch(raw):
+        raise ValueError(f"{reprlib.repr(raw)} is not a Prometheus sample value")
+    return float(raw) + 0.0  # -0.0 + 0.0 is 0.0
+
+
 def _value(name: str, raw: object) -> float:
     try:
-        value = float(raw) if isinstance(raw, str) else None
+        value = parse_sample_value(raw)
     except ValueError:
-        value = None
-    if value is None:
-        raise SourceError(SOURCE, f"{name}: sample value {reprlib.repr(raw)} is not a number")
+        raise SourceError(
+            SOURCE, f"{name}: sample value {reprlib.repr(raw)} is not a number"
+        ) from None
     if math.isinf(value):
         raise SourceError(SOURCE, f"{name}: value {raw} is infinite; refusing to store it")
     return value

@@ -10,10 +10,17 @@ sample at time t belongs to hour t-1h: every value belongs to exactly one UTC ho
 Prometheus answers at most 11,000 points per series, so a longer window is split into chunks of
 at most 11,000 hours, one request each. A server that is down, slow or answers 5xx is asked again
 a few times, with exponential backoff; a query Prometheus refuses fails at once, with its error.
+
+Every request is bounded (`metrics_platform.lib.http`): `timeout` per read, `deadline_seconds`
+for the whole request (a server trickling its answer is cut off; that may be passing, so it is
+retried) and `max_response_bytes` for its size (an answer over it fails at once, unread past the
+limit: asking again gives the same answer). The bearer token is a known secret of the redaction
+layer: an error body that echoes it is quoted without it.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Mapping
 from datetime import datetime
@@ -21,7 +28,6 @@ from typing import Literal
 from urllib.parse import urlsplit
 
 import dagster as dg
-import requests
 from pydantic import Field, ValidationError, field_validator
 
 from metrics_platform.defs.sources.prometheus import SOURCE, TOKEN_ENV, URL_ENV
@@ -31,7 +37,9 @@ from metrics_platform.defs.sources.prometheus.normalize import (
     merge_matrices,
     template_fields,
 )
+from metrics_platform.lib import redaction
 from metrics_platform.lib.errors import ConfigurationError, SourceError
+from metrics_platform.lib.http import HttpAnswer, HttpFailure, MiB, request
 
 # Prometheus refuses a range query with more points than this per series.
 MAX_POINTS = 11_000
@@ -110,7 +118,15 @@ class Prometheus(dg.ConfigurableResource):
 
     base_url: str = Field(description=f"Server URL, e.g. http://prometheus:9090 ({URL_ENV}).")
     queries: list[PrometheusQuery] = Field(default_factory=list, description="Queries to read.")
-    timeout: float = Field(default=30.0, description="Seconds to wait for each answer.")
+    timeout: float = Field(
+        default=30.0, gt=0, description="Seconds to connect, and to wait for each read."
+    )
+    deadline_seconds: float = Field(
+        default=120.0, gt=0, description="Seconds for a whole request, first byte to last."
+    )
+    max_response_bytes: int = Field(
+        default=64 * MiB, ge=1, description="Largest answer read; a larger one fails."
+    )
     max_retries: int = Field(default=3, ge=0, description="Retries of a transient failure.")
     retry_backoff: float = Field(
         default=2.0, ge=0, description="Seconds before the first retry; doubled for each next one."
@@ -149,30 +165,34 @@ class Prometheus(dg.ConfigurableResource):
                         SOURCE, f"{exc.cause} (attempts: {attempts})", transient=True
                     ) from None
                 delay = self.retry_backoff * 2**attempt
-                dg.get_dagster_logger().warning(
+                redaction.platform_logger().warning(
                     f"source {SOURCE!r}: {exc.cause}; retrying in {delay:g}s"
                 )
                 sleep(delay)
 
-    def _request(self, params: dict) -> requests.Response:
+    def _request(self, params: dict) -> HttpAnswer:
+        redaction.register(self.token)
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         try:
-            return requests.get(
+            return request(
+                "GET",
                 f"{self.base_url.rstrip('/')}/api/v1/query_range",
                 params=params,
                 headers=headers,
                 timeout=self.timeout,
+                deadline=self.deadline_seconds,
+                max_bytes=self.max_response_bytes,
             )
-        except requests.Timeout:
-            raise SourceError(
-                SOURCE, f"no answer from {self._server} within {self.timeout:g}s", transient=True
-            ) from None
-        except requests.ConnectionError:
-            raise SourceError(SOURCE, f"cannot connect to {self._server}", transient=True) from None
-        except requests.RequestException as exc:
-            raise SourceError(
-                SOURCE, f"cannot query {self._server}: {type(exc).__name__}"
-            ) from None
+        except HttpFailure as exc:
+            raise SourceError(SOURCE, self._failure(exc), transient=exc.transient) from None
+
+    def _failure(self, exc: HttpFailure) -> str:
+        server = self._server
+        return {
+            "connect": f"cannot connect to {server}",
+            "timeout": f"no answer from {server} within {self.timeout:g}s",
+            "too_large": f"the answer from {server} is over prometheus.max_response_bytes: {exc}",
+        }.get(exc.kind, f"{server}: {exc}")
 
     @property
     def _server(self) -> str:
@@ -184,20 +204,21 @@ class Prometheus(dg.ConfigurableResource):
             return "the Prometheus server"
 
 
-def _answer(response: requests.Response) -> dict:
+def _answer(response: HttpAnswer) -> dict:
     """A checked answer, or `SourceError`: Prometheus's own error type decides whether trying
     again may help; without one, a 5xx may and a 4xx or an unreadable body may not."""
     try:
-        payload = response.json()
+        payload = json.loads(response.body)
     except ValueError:
         payload = None
     if isinstance(payload, dict) and payload.get("status") == "error":
         matrix_result(payload)  # raises, naming Prometheus's error type and message
-    if response.status_code >= 500:
-        raise SourceError(SOURCE, f"HTTP {response.status_code} from the server", transient=True)
-    if response.status_code >= 400:
-        raise SourceError(SOURCE, f"HTTP {response.status_code}: {response.text[:200]!r}")
+    if response.status >= 500:
+        raise SourceError(SOURCE, f"HTTP {response.status} from the server", transient=True)
+    quoted = redaction.redact(response.text)[:200]
+    if response.status >= 400:
+        raise SourceError(SOURCE, f"HTTP {response.status}: {quoted!r}")
     if payload is None:
-        raise SourceError(SOURCE, f"the answer is not JSON: {response.text[:200]!r}")
+        raise SourceError(SOURCE, f"the answer is not JSON: {quoted!r}")
     matrix_result(payload)
     return payload
