@@ -122,15 +122,15 @@ def reader_store(postgres_server, monkeypatch) -> tuple[str, str]:
 
 @contextmanager
 def reader_holding(url: str, statements: list[str], *, read_write: bool) -> Iterator[dict]:
-    """A reader session in an open transaction that ran `statements` (each in a savepoint, so
-    the granted ones stay held); yields {statement: None or the error class that refused it}."""
+    """A reader session in an open transaction (read-only switched off if `read_write`) that ran
+    `statements`, each in a savepoint, so the granted ones stay held; yields {statement: None
+    or the error class that refused it}."""
     conn = connect(url, application_name="reader probe")
     outcome: dict[str, type[Exception] | None] = {}
     try:
         cur = conn.cursor()
-        if read_write:
-            cur.execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ WRITE")
-            conn.commit()
+        if read_write:  # what any session of the role may do
+            cur.execute("SET transaction_read_only = off")
         for statement in statements:
             cur.execute("SAVEPOINT probe")
             try:
