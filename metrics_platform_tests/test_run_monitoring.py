@@ -10,6 +10,8 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -114,6 +116,24 @@ def _kill_everything(daemon: subprocess.Popen) -> None:
     daemon.wait(timeout=30)
 
 
+@contextmanager
+def _daemon(home: Path, env: dict[str, str]) -> Iterator[subprocess.Popen]:
+    """`dagster_daemon`, and afterwards the end of every process it started that outlived it
+    (a code server waiting for a run worker that the test killed)."""
+    started: dict[int, str] = {}
+    try:
+        with dagster_daemon(home, env) as daemon:
+            try:
+                yield daemon
+            finally:
+                processes = _processes()
+                started = {pid: processes[pid][1] for pid in _descendants(daemon.pid, processes)}
+    finally:
+        for pid, command in started.items():
+            if _processes().get(pid, (0, ""))[1] == command:
+                os.kill(pid, signal.SIGKILL)
+
+
 def _launch(env: dict[str, str], job: str) -> None:
     launch_job(env, job, dict(zip(RANGE_TAGS, (FIRST, LAST))))
 
@@ -180,7 +200,7 @@ def test_a_run_whose_processes_die_fails_and_its_hours_are_recomputed(
         def status() -> dg.DagsterRunStatus:
             return instance.get_run_by_id(run_id).status
 
-        with dagster_daemon(first_home, env) as daemon:
+        with _daemon(first_home, env) as daemon:
             deadline = time.monotonic() + 150
             if when == "planning":
                 _wait(
@@ -207,7 +227,7 @@ def test_a_run_whose_processes_die_fails_and_its_hours_are_recomputed(
         # The daemon comes back (on a copy of the instance file: the first one's folder is gone).
         second_home = _home("metrics_platform_monitor_again_", start_timeout)
         env = environment(second_home)
-        with dagster_daemon(second_home, env) as daemon:
+        with _daemon(second_home, env) as daemon:
             deadline = time.monotonic() + 150
             _wait(
                 f"the failure of the run killed while {when} ({killed_status})",
