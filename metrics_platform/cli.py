@@ -281,28 +281,32 @@ def cmd_env(args: argparse.Namespace) -> int:
     return 0
 
 
-def migrate_store(url: str) -> list[int]:
-    """Migrate the metric store and make sure Grafana's read-only role exists."""
-    from metrics_platform.lib.grafana_role import ensure_reader_role
+def migrate_store(url: str) -> tuple[list[int], list[str]]:
+    """Migrate the metric store and set up Grafana's read-only role; returns the migrations
+    applied and what is left to do for the role (printed, one line each)."""
+    from metrics_platform.lib.grafana_role import set_up_reader_role
     from metrics_platform.lib.store import migrate
 
     conn = connect(url)
     try:
         applied = migrate(conn)
-        ensure_reader_role(
+        reader = set_up_reader_role(
             conn,
             role=os.environ.get("METRICS_PLATFORM_GRAFANA_DB_USER") or "grafana_reader",
             password=os.environ.get("METRICS_PLATFORM_GRAFANA_DB_PASSWORD") or None,
         )
     finally:
         conn.close()
-    return applied
+    for problem in reader.problems:
+        print(f"metrics-platform migrate: {problem}", file=sys.stderr)
+    return applied, reader.problems
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
     prepare_environment()
-    applied = migrate_store(os.environ[DATABASE_URL_ENV])
-    print(f"applied migrations: {applied or 'none (up to date)'}; Grafana reader role ready")
+    applied, problems = migrate_store(os.environ[DATABASE_URL_ENV])
+    role = "not ready (see above)" if problems else "ready"
+    print(f"applied migrations: {applied or 'none (up to date)'}; Grafana reader role {role}")
     return 0
 
 

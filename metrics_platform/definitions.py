@@ -26,9 +26,9 @@ from metrics_platform.defs.metrics.assets import (
 from metrics_platform.defs.metrics.kpis import build_kpi_assets, parse_kpis
 from metrics_platform.defs.resources import shared_resources
 from metrics_platform.defs.sources import crawlers, events, ga4, product_db, prometheus
-from metrics_platform.defs.sources.registry import SourceDefinition
+from metrics_platform.defs.sources.registry import SourceDefinition, check_metric_owners
 from metrics_platform.lib.errors import ConfigurationError
-from metrics_platform.lib.settings import load_settings, section
+from metrics_platform.lib.settings import check_sections, load_settings, section
 
 # Every source the platform knows, by its settings section.
 SOURCE_BUILDERS = {
@@ -60,7 +60,10 @@ def later_hours_sensors(enabled: list[SourceDefinition]) -> list[dg.SensorDefini
 
 
 def build_sources(settings: Mapping, env: Mapping[str, str]) -> list[SourceDefinition]:
-    return [build(section(settings, name), env) for name, build in SOURCE_BUILDERS.items()]
+    check_sections(settings, SOURCE_BUILDERS)
+    sources = [build(section(settings, name), env) for name, build in SOURCE_BUILDERS.items()]
+    check_metric_owners(sources)
+    return sources
 
 
 def build_definitions(

@@ -1,6 +1,7 @@
 """Real processes for end-to-end tests: the Dagster daemon on a temporary instance, and
 `metrics-platform demo` on a fresh project folder."""
 
+import json
 import os
 import shutil
 import signal
@@ -70,6 +71,21 @@ def dagster_daemon(home: Path, env: dict[str, str]) -> Iterator[subprocess.Popen
                 except subprocess.TimeoutExpired:
                     os.killpg(daemon.pid, signal.SIGKILL)
             shutil.rmtree(home, ignore_errors=True)
+
+
+def launch_job(env: dict[str, str], job: str, tags: dict[str, str]) -> None:
+    """`dagster job launch` of `job` with `tags` on the instance of `env`: queued for the
+    daemon."""
+    out = subprocess.run(
+        [str(BIN / "dagster"), "job", "launch", "-w", str(REPO / "workspace.yaml")]
+        + ["-j", job, "--tags", json.dumps(tags)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
 
 
 def daemon_log(home: Path) -> str:

@@ -378,12 +378,13 @@ def waiting_at_gate(url: str) -> list[int]:
 
 
 def waiting_for_a_writer(url: str) -> list[int]:
-    """Backends of this database waiting for another writer of the same table (its lock)."""
+    """Backends of this database waiting for another writer of the same table (its lock: on the
+    table, or on the name of a table being created)."""
     rows = query(
         url,
         """SELECT l.pid FROM pg_locks l JOIN pg_database d ON d.oid = l.database
-           WHERE d.datname = current_database() AND l.locktype = 'advisory' AND NOT l.granted
-             AND l.objsubid = 1""",
+           WHERE d.datname = current_database() AND NOT l.granted
+             AND (l.locktype = 'relation' OR l.locktype = 'advisory' AND l.objsubid = 1)""",
     )
     return [row[0] for row in rows]
 

@@ -1,7 +1,6 @@
 """The instance's run queue, enforced by the real daemon: runs of one source never overlap
 (per-source concurrency limit in dagster.yaml), whatever launches them."""
 
-import subprocess
 import time
 from datetime import datetime, timezone
 
@@ -9,12 +8,11 @@ import dagster as dg
 
 from metrics_platform.lib.demo_data import seed_product_database
 from metrics_platform_tests.processes import (
-    BIN,
-    REPO,
     daemon_log,
     dagster_daemon,
     instance_env,
     instance_home,
+    launch_job,
 )
 
 
@@ -42,25 +40,7 @@ def test_runs_of_one_source_are_dequeued_one_at_a_time(store_url, product_url, m
         monkeypatch.setenv(key, value)
 
     def launch(job: str, hour: str) -> None:
-        out = subprocess.run(
-            [
-                str(BIN / "dagster"),
-                "job",
-                "launch",
-                "-w",
-                str(REPO / "workspace.yaml"),
-                "-j",
-                job,
-                "--tags",
-                f'{{"dagster/partition": "{hour}"}}',
-            ],
-            cwd=REPO,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert out.returncode == 0, out.stdout + out.stderr
+        launch_job(env, job, {"dagster/partition": hour})
 
     # Queued before the daemon starts, so all of them are candidates at its first dequeue.
     for hour in ("2026-03-10-01:00", "2026-03-10-02:00", "2026-03-10-03:00"):

@@ -6,7 +6,9 @@ are used. Secrets never go here: they come from environment variables or files n
 
 from __future__ import annotations
 
+import difflib
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,9 @@ from metrics_platform.lib.errors import ConfigurationError
 
 CONFIG_ENV = "METRICS_PLATFORM_CONFIG"
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "demo" / "platform.yaml"
+# The sections that are not a source's (each source's section is named after the source, and
+# the code location knows its sources): together they are every section a settings file may hold.
+PLATFORM_SECTIONS = ("kpis", "schedule", "quality")
 
 
 def config_path() -> Path:
@@ -41,3 +46,18 @@ def section(settings: dict[str, Any], name: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ConfigurationError(f"{config_path()}: `{name}` must be a mapping")
     return value
+
+
+def check_sections(settings: dict[str, Any], sources: Iterable[str]) -> None:
+    """Refuse a top-level section that is neither a source's nor one of `PLATFORM_SECTIONS`:
+    a misspelt source section would otherwise leave the source silently disabled."""
+    known = [*sources, *PLATFORM_SECTIONS]
+    for name in settings:
+        if name in known:
+            continue
+        close = difflib.get_close_matches(str(name), known, n=1)
+        hint = f"; did you mean `{close[0]}`?" if close else ""
+        raise ConfigurationError(
+            f"{config_path()}: `{name}` is not a settings section (known: "
+            f"{', '.join(sorted(known))}){hint}"
+        )

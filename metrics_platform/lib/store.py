@@ -17,8 +17,8 @@ statement by a trigger rather than row by row by a foreign key (see migration 4)
 Views `hourly_values_by_name` and `daily_values_by_name` join the catalog and expose the
 `date` / `hour` columns dashboards group by.
 
-Migrations are plain SQL, applied in order, once, under an advisory lock, so any number of
-processes can call `migrate` at start-up.
+Migrations are plain SQL, applied in order, once, under a lock on `schema_migrations` that only
+the schema's owner can take, so any number of processes can call `migrate` at start-up.
 """
 
 from __future__ import annotations
@@ -27,9 +27,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+import psycopg2.errors
 import psycopg2.extensions
 
 from metrics_platform.lib.errors import ConfigurationError
+from metrics_platform.lib.locks import create_once, create_schema, lock_table
 
 SCHEMA = "metrics"
 Aggregation = Literal["sum", "last", "recomputed"]
@@ -39,9 +41,6 @@ AGGREGATIONS: tuple[str, ...] = ("sum", "last", "recomputed")
 # hour's end) changes that hour and every later one.
 Propagation = Literal["own_hour", "later_hours"]
 PROPAGATIONS: tuple[str, ...] = ("own_hour", "later_hours")
-
-# Keys for pg_advisory_xact_lock; arbitrary but fixed.
-_MIGRATION_LOCK_KEY = 4_712_001
 
 
 # The four value tables: (table, time column). Hourly tables key on the UTC hour, daily ones on
@@ -257,29 +256,56 @@ MIGRATIONS: Sequence[tuple[int, str, str]] = (
 )
 
 
-def migrate(conn: psycopg2.extensions.connection) -> list[int]:
-    """Bring the store's schema up to date; returns the versions applied now (often none)."""
+def migrate(conn: psycopg2.extensions.connection, *, up_to: int | None = None) -> list[int]:
+    """Bring the store's schema up to date (or to version `up_to`); returns the versions
+    applied now (often none).
+
+    An up-to-date store is only read (every run calls this, as a writer that may not migrate).
+    Migrations run in one transaction that holds `metrics.schema_migrations` in `ACCESS
+    EXCLUSIVE` mode, so concurrent callers take turns and see the result once it is committed;
+    before applying any, it locks every table and view of the schema the same way, each in
+    bounded rounds (`metrics_platform.lib.locks`): a read-only session holding one of them open
+    makes the migration fail with an error naming the table and the session, instead of
+    stalling it, and every query queued behind it, for as long as it likes.
+    """
+    wanted = [m for m in MIGRATIONS if up_to is None or m[0] <= up_to]
     with conn, conn.cursor() as cur:
-        cur.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK_KEY,))
-        cur.execute("SELECT to_regnamespace(%s) IS NOT NULL", (SCHEMA,))
-        if not cur.fetchone()[0]:
-            cur.execute(f"CREATE SCHEMA {SCHEMA}")
-        # Checked first, so that a writer without CREATE on the schema can call `migrate` on
-        # an up-to-date store (Postgres checks CREATE TABLE IF NOT EXISTS against the privilege).
-        cur.execute("SELECT to_regclass(%s) IS NOT NULL", (f"{SCHEMA}.schema_migrations",))
-        if not cur.fetchone()[0]:
+        done = _applied_versions(cur)
+    if done is not None and all(version in done for version, _, _ in wanted):
+        return []
+    with conn, conn.cursor() as cur:
+        try:
+            cur.execute("SELECT to_regnamespace(%s) IS NOT NULL", (SCHEMA,))
+            if not cur.fetchone()[0]:
+                create_schema(cur, SCHEMA)
+            # Checked first, so that a writer without CREATE on the schema can call `migrate`
+            # on an up-to-date store (CREATE TABLE IF NOT EXISTS checks the privilege).
+            cur.execute("SELECT to_regclass(%s) IS NULL", (f"{SCHEMA}.schema_migrations",))
+            if cur.fetchone()[0]:  # (not read yet: no lock on it before the exclusive one)
+                _create_migrations_table(cur)
             cur.execute(
-                f"""CREATE TABLE {SCHEMA}.schema_migrations (
-                        version integer PRIMARY KEY,
-                        description text NOT NULL,
-                        applied_at timestamptz NOT NULL DEFAULT now())"""
+                "SELECT has_table_privilege(%s, 'UPDATE, DELETE, TRUNCATE')",
+                (f"{SCHEMA}.schema_migrations",),
             )
-        cur.execute(f"SELECT version FROM {SCHEMA}.schema_migrations")
-        done = {row[0] for row in cur.fetchall()}
+            may_migrate = cur.fetchone()[0]
+            if may_migrate:
+                lock_table(
+                    cur, SCHEMA, "schema_migrations", "ACCESS EXCLUSIVE", purpose="migrating"
+                )
+            else:
+                # A writer: wait for a migration in progress, if any, then look again.
+                cur.execute(f"LOCK TABLE {SCHEMA}.schema_migrations IN ACCESS SHARE MODE")
+        except psycopg2.errors.InsufficientPrivilege as exc:
+            raise _needs_the_owner(conn, exc.diag.message_primary) from None
+        done = _applied_versions(cur) or set()
+        pending = [migration for migration in wanted if migration[0] not in done]
+        if pending and not may_migrate:
+            raise _needs_the_owner(conn, f"versions {[v for v, _, _ in pending]} are pending")
+        if pending:
+            for relation in _relations(cur):
+                lock_table(cur, SCHEMA, relation, "ACCESS EXCLUSIVE", purpose="migrating: locking")
         applied = []
-        for version, description, statements in MIGRATIONS:
-            if version in done:
-                continue
+        for version, description, statements in pending:
             cur.execute(statements)
             cur.execute(
                 f"INSERT INTO {SCHEMA}.schema_migrations (version, description) VALUES (%s, %s)",
@@ -287,6 +313,47 @@ def migrate(conn: psycopg2.extensions.connection) -> list[int]:
             )
             applied.append(version)
     return applied
+
+
+def _needs_the_owner(conn, cause: str) -> ConfigurationError:
+    return ConfigurationError(
+        f"the metric store needs migrations, which role {conn.info.user!r} may not apply "
+        f"({cause}): run `metrics-platform migrate` as the owner of schema {SCHEMA!r} (or a "
+        "role that may create it)"
+    )
+
+
+def _applied_versions(cur) -> set[int] | None:
+    """The versions in `schema_migrations`, or None when the store has no such table yet."""
+    cur.execute("SELECT to_regclass(%s) IS NOT NULL", (f"{SCHEMA}.schema_migrations",))
+    if not cur.fetchone()[0]:
+        return None
+    cur.execute(f"SELECT version FROM {SCHEMA}.schema_migrations")
+    return {row[0] for row in cur.fetchall()}
+
+
+def _create_migrations_table(cur) -> None:
+    create_once(
+        cur,
+        f"""CREATE TABLE {SCHEMA}.schema_migrations (
+                version integer PRIMARY KEY,
+                description text NOT NULL,
+                applied_at timestamptz NOT NULL DEFAULT now())""",
+    )
+
+
+def _relations(cur) -> list[str]:
+    """The tables and views of the schema that migrations may change: tables first, by name,
+    then views (locking a view locks the tables it reads too: those are held by then, so a
+    wait for a view is a wait for the view itself)."""
+    cur.execute(
+        """SELECT relname FROM pg_class
+           WHERE relnamespace = to_regnamespace(%s) AND relkind IN ('r', 'p', 'v', 'm', 'f')
+             AND relname <> 'schema_migrations'
+           ORDER BY relkind = 'v', relname""",
+        (SCHEMA,),
+    )
+    return [row[0] for row in cur.fetchall()]
 
 
 @dataclass(frozen=True)

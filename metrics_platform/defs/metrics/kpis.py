@@ -30,6 +30,7 @@ from metrics_platform.defs.partitions import (
     hourly_partitions,
     single_run,
 )
+from metrics_platform.defs.sources.registry import metric_names_overlap
 from metrics_platform.lib.errors import ConfigurationError
 from metrics_platform.lib.formulas import Formula
 from metrics_platform.lib.metric_rows import validate_metric_name
@@ -70,6 +71,12 @@ def parse_kpis(section: Sequence[Mapping], known_metrics: Sequence[str]) -> list
         if unknown_keys:
             raise ConfigurationError(f"{key}: unknown setting(s) {', '.join(sorted(unknown_keys))}")
         name = validate_metric_name(entry.get("name"), key=f"{key}.name")
+        clash = next((m for m in known_metrics if metric_names_overlap(name, m)), None)
+        if clash is not None:
+            raise ConfigurationError(
+                f"{key}.name: {name!r} is a metric a configured source produces ({clash!r}); "
+                "a KPI needs a name of its own"
+            )
         formula = Formula.parse(entry.get("formula"), key=f"{key}.formula")
         for metric in formula.metrics:
             if not any(fnmatch.fnmatchcase(metric, pattern) for pattern in known_metrics):
@@ -92,8 +99,11 @@ def parse_kpis(section: Sequence[Mapping], known_metrics: Sequence[str]) -> list
             )
         )
     names = [kpi.name for kpi in kpis]
-    if len(set(names)) != len(names):
-        raise ConfigurationError("kpis: two KPIs have the same name")
+    for index, name in enumerate(names):
+        if name in names[:index]:
+            raise ConfigurationError(
+                f"kpis[{index}].name: {name!r} is the name of kpis[{names.index(name)}] too"
+            )
     return kpis
 
 

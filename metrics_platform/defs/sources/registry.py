@@ -6,6 +6,7 @@ non-materializable asset whose description starts with "Disabled:" and the reaso
 out of the hourly values' inputs, so nothing waits for it and nothing fails because of it.
 """
 
+import fnmatch
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -90,3 +91,27 @@ def build_resource(key: str, cls: type, **settings):
         error = exc.errors()[0]
         where = ".".join(str(part) for part in error["loc"])
         raise ConfigurationError(f"{key}.{where}: {error['msg']}") from None
+
+
+def metric_names_overlap(a: str, b: str) -> bool:
+    """Whether two metric names, either of which may be a glob family (`events.*`), can name
+    the same metric."""
+    return a == b or fnmatch.fnmatchcase(a, b) or fnmatch.fnmatchcase(b, a)
+
+
+def check_metric_owners(sources: Sequence[SourceDefinition]) -> None:
+    """Refuse two sources that can produce the same metric: the catalog gives a name to one
+    source only, so the second would fail at run time instead."""
+    owned = [(source.name, metric) for source in sources for metric in source.metrics]
+    for index, (owner, metric) in enumerate(owned):
+        for other, other_metric in owned[index + 1 :]:
+            if other != owner and metric_names_overlap(metric, other_metric):
+                what = (
+                    f"the metric {metric!r}"
+                    if metric == other_metric
+                    else f"the same metrics ({owner}: {metric!r}, {other}: {other_metric!r})"
+                )
+                raise ConfigurationError(
+                    f"{owner}, {other}: both sources produce {what}; a metric belongs to one "
+                    "source: rename it in one of the two sections"
+                )

@@ -1,6 +1,6 @@
 """The DB client half of the Postgres IO manager: connections, schemas and table slices.
 
-Every output runs in one transaction: lock the table's writers, make sure the schema exists,
+Every output runs in one transaction: make sure the schema exists, lock the table's writers,
 then let the type handler check, delete the output's slice (the half-open partition window) and
 write. If anything fails, or the process dies, Postgres rolls the whole write back.
 """
@@ -24,6 +24,7 @@ from psycopg2 import sql
 
 from metrics_platform.lib.database import connect
 from metrics_platform.lib.identifiers import validate_identifier
+from metrics_platform.lib.locks import create_schema, lock_new_table, lock_table
 from metrics_platform.lib.postgres_io.snapshots import StepSnapshots
 
 
@@ -143,21 +144,26 @@ class PostgresDbClient(DbClient):
         table_slice: TableSlice,
         connection: psycopg2.extensions.connection,
     ) -> None:
+        """Make sure the schema exists and lock the table's writers out until this write commits.
+
+        Writers of the same table take turns: two runs of one partition (a schedule tick racing
+        a backfill) then give one complete result, never a mix of both. The lock is
+        `SHARE ROW EXCLUSIVE` on the table, which needs write privileges: a read-only session
+        cannot take it, and reading does not delay it. A table that does not exist yet is
+        created by the first writer under a lock on its name; a writer that waited for it finds
+        the table and locks it. See `metrics_platform.lib.locks` for how long a wait lasts.
+        """
+        schema, table = table_slice.schema, table_slice.table
+        validate_identifier(schema, key="schema")
+        validate_identifier(table, key="table")
         with connection.cursor() as cur:
-            # Writers of the same table take turns: two runs of one partition (a schedule tick
-            # racing a backfill) then give one complete result, never a mix of both.
-            cur.execute(
-                "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
-                (f"metrics_platform:{table_slice.schema}.{table_slice.table}",),
-            )
-            cur.execute("SELECT to_regnamespace(%s) IS NOT NULL", (table_slice.schema,))
+            cur.execute("SELECT to_regnamespace(%s) IS NOT NULL", (schema,))
             if not cur.fetchone()[0]:
-                validate_identifier(table_slice.schema, key="schema")
-                cur.execute(
-                    sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
-                        sql.Identifier(table_slice.schema)
-                    )
-                )
+                create_schema(cur, schema)
+            if not table_exists(cur, table_slice):
+                lock_new_table(cur, schema, table)
+            if table_exists(cur, table_slice):
+                lock_table(cur, schema, table, "SHARE ROW EXCLUSIVE")
 
     def delete_table_slice(
         self,

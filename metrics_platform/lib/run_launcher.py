@@ -1,0 +1,83 @@
+"""Dagster's default run launcher, with the run worker health check that run monitoring needs.
+
+`DefaultRunLauncher` starts each run in a process of the code server that serves its code
+location. When that process dies on its own (killed, out of memory) the code server notices
+and fails the run; but when the code server goes too (the host or container restarted, the
+daemon and its servers killed), nothing is left to notice: the run stays `STARTED` forever, its
+partitions show in progress, and the automation, which waits for in-progress partitions,
+never recomputes them. `DefaultRunLauncher` offers run monitoring no way to check on a run
+worker, so Dagster's monitoring daemon can only time out runs that never started.
+
+`MonitoredRunLauncher` adds that check: it asks the code server that launched the run (the
+address Dagster records on the run) whether it is still executing it. A server that no longer
+answers, or answers that it has no such run, means the worker is gone, and the monitoring
+daemon marks the run failed (`run_monitoring` in dagster.yaml). An unreachable server is asked
+again a few times over a few seconds first, so that a server busy for a moment does not fail a
+live run. Runs that no code server launched (executed in the process that created them, as
+`dagster asset materialize` does) cannot be checked this way and are reported as running;
+`max_runtime_seconds` bounds them where it is set.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+from dagster import DagsterRun, DefaultRunLauncher
+from dagster._core.errors import DagsterUserCodeUnreachableError
+from dagster._core.launcher import CheckRunHealthResult, WorkerStatus
+from dagster._core.storage.tags import GRPC_INFO_TAG
+from dagster._grpc.client import DagsterGrpcClient
+from dagster._grpc.types import CanCancelExecutionRequest, CanCancelExecutionResult
+from dagster._serdes import deserialize_value
+
+# How often, and how far apart, an unreachable code server is asked before the run is failed.
+UNREACHABLE_ATTEMPTS = 3
+UNREACHABLE_PAUSE_SECONDS = 2.0
+ANSWER_TIMEOUT_SECONDS = 15
+
+
+class MonitoredRunLauncher(DefaultRunLauncher):
+    """`DefaultRunLauncher` whose run workers run monitoring can check on."""
+
+    @property
+    def supports_check_run_worker_health(self) -> bool:
+        return True
+
+    def check_run_worker_health(self, run: DagsterRun) -> CheckRunHealthResult:
+        info = run.tags.get(GRPC_INFO_TAG)
+        if not info:
+            return CheckRunHealthResult(
+                WorkerStatus.RUNNING, "not launched through a code server: not checked"
+            )
+        address = json.loads(info)
+        where = address.get("socket") or f"{address.get('host')}:{address.get('port')}"
+        client = DagsterGrpcClient(
+            port=address.get("port"),
+            socket=address.get("socket"),
+            host=address.get("host", "localhost"),
+            use_ssl=bool(address.get("use_ssl", False)),
+        )
+        for attempt in range(UNREACHABLE_ATTEMPTS):
+            try:
+                answer = deserialize_value(
+                    client.can_cancel_execution(
+                        CanCancelExecutionRequest(run_id=run.run_id),
+                        timeout=ANSWER_TIMEOUT_SECONDS,
+                    ),
+                    CanCancelExecutionResult,
+                )
+            except DagsterUserCodeUnreachableError:
+                if attempt + 1 < UNREACHABLE_ATTEMPTS:
+                    time.sleep(UNREACHABLE_PAUSE_SECONDS)
+                continue
+            if answer.can_cancel:
+                return CheckRunHealthResult(WorkerStatus.RUNNING)
+            return CheckRunHealthResult(
+                WorkerStatus.NOT_FOUND,
+                f"the code server at {where} that launched the run is not executing it",
+            )
+        return CheckRunHealthResult(
+            WorkerStatus.FAILED,
+            f"the code server at {where} that launched the run no longer answers",
+        )
