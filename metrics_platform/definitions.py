@@ -26,7 +26,11 @@ from metrics_platform.defs.metrics.assets import (
 from metrics_platform.defs.metrics.kpis import build_kpi_assets, parse_kpis
 from metrics_platform.defs.resources import shared_resources
 from metrics_platform.defs.sources import crawlers, events, ga4, product_db, prometheus
-from metrics_platform.defs.sources.registry import SourceDefinition, check_metric_owners
+from metrics_platform.defs.sources.registry import (
+    PLATFORM_METRICS,
+    SourceDefinition,
+    check_metric_owners,
+)
 from metrics_platform.lib.errors import ConfigurationError
 from metrics_platform.lib.settings import check_sections, load_settings, section
 
@@ -81,7 +85,9 @@ def build_definitions(
         selection=dg.AssetSelection.checks(freshness),
         description="Checks that the latest closed hour has landed.",
     )
-    kpis = parse_kpis(settings.get("kpis") or [], [m for s in sources for m in s.metrics])
+    kpis = parse_kpis(
+        settings.get("kpis") or [], [PLATFORM_METRICS, *(m for s in sources for m in s.metrics)]
+    )
     return dg.Definitions(
         assets=[
             *(asset for source in sources for asset in source.for_definitions()),

@@ -89,6 +89,16 @@ def test_a_metric_produced_by_two_sources_is_refused(ga4_metrics, clash):
     assert "rename it in one of the two sections" in message
 
 
+def test_the_platforms_own_metric_names_are_reserved():
+    message = refused(settings_with(ga4={**GA4, "metrics": {"sessions": "platform.sessions"}}))
+    assert message.startswith("ga4: the metric 'platform.sessions' would take a name")
+    message = refused(settings_with(kpis=[{**KPI, "name": "platform.hour_complete"}]))
+    assert message.startswith("kpis[0].name: ") and "'platform.*'" in message
+    # ... and a KPI may use them: the share of complete hours is a formula like any other.
+    ratio = {"name": "kpi.complete", "formula": "platform.hour_complete / 1"}
+    build_definitions(settings=settings_with(kpis=[ratio]), env=ENV)
+
+
 def test_two_tables_of_one_source_may_not_be_taken_for_two_sources():
     tables = [{"table": "users"}, {"table": "profiles"}]
     build_definitions(settings=settings_with(product_db={"tables": tables}), env=ENV)

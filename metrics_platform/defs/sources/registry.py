@@ -16,6 +16,8 @@ import pydantic
 from metrics_platform.lib.errors import ConfigurationError
 
 DISABLED_TAG = "metrics_platform/source_status"
+# The platform's own metrics (completeness of hours and days): no source or KPI may take them.
+PLATFORM_METRICS = "platform.*"
 
 
 @dataclass(frozen=True)
@@ -102,10 +104,16 @@ def metric_names_overlap(a: str, b: str) -> bool:
 def check_metric_owners(sources: Sequence[SourceDefinition]) -> None:
     """Refuse two sources that can produce the same metric: the catalog gives a name to one
     source only, so the second would fail at run time instead."""
-    owned = [(source.name, metric) for source in sources for metric in source.metrics]
+    owned = [("the platform", PLATFORM_METRICS)]  # completeness (defs/metrics/assets.py)
+    owned += [(source.name, metric) for source in sources for metric in source.metrics]
     for index, (owner, metric) in enumerate(owned):
         for other, other_metric in owned[index + 1 :]:
             if other != owner and metric_names_overlap(metric, other_metric):
+                if owner == "the platform":
+                    raise ConfigurationError(
+                        f"{other}: the metric {other_metric!r} would take a name of the "
+                        "platform's own (platform.*, completeness): rename it"
+                    )
                 what = (
                     f"the metric {metric!r}"
                     if metric == other_metric
