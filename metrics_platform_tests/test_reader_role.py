@@ -25,6 +25,7 @@ import psycopg2.errors
 import pytest
 from psycopg2 import sql
 
+from metrics_platform.lib import store
 from metrics_platform.lib.database import connect
 from metrics_platform.lib.errors import MetricsPlatformError
 from metrics_platform.lib.grafana_role import READER_SETTINGS, set_up_reader_role
@@ -101,17 +102,20 @@ HOLDINGS = {
 
 @pytest.fixture
 def reader_store(postgres_server, monkeypatch) -> tuple[str, str]:
-    """A store one migration short of the latest, with a few values, and its reader role."""
+    """A store with a migration pending (one more than the latest, which locks every table as
+    any migration does), a few values, and its reader role."""
     monkeypatch.setenv(LOCK_WAIT_ENV, str(WAIT))
     url = new_database(postgres_server, "reader")
     role = f"reader_{uuid.uuid4().hex[:8]}"
     conn = connect(url)
     try:
-        migrate(conn, up_to=MIGRATIONS[-2][0])
+        migrate(conn)
         ids = ensure_metrics(conn, [MetricSpec("objects.users.count", "last", "product_db")])
         assert set_up_reader_role(conn, role).problems == []
     finally:
         conn.close()
+    pending = (MIGRATIONS[-1][0] + 1, "pending", "COMMENT ON TABLE metrics.metric IS 'pending'")
+    monkeypatch.setattr(store, "MIGRATIONS", [*MIGRATIONS, pending])
     execute(
         url,
         "INSERT INTO metrics.hourly_values VALUES (%s, '2026-03-10 00:00+00', 1)",
@@ -187,7 +191,7 @@ def catalog_write(url: str) -> None:
 def migration(url: str) -> None:
     conn = connect(url)
     try:
-        assert migrate(conn) == [MIGRATIONS[-1][0]]
+        assert migrate(conn) == [store.MIGRATIONS[-1][0]]
     finally:
         conn.close()
 

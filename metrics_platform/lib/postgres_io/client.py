@@ -35,9 +35,13 @@ def table_identifier(table_slice: TableSlice) -> sql.Composable:
 
 
 def table_exists(cursor, table_slice: TableSlice) -> bool:
+    # Read from pg_class, not through `to_regclass`: the catalog cache of a transaction that
+    # waited for another writer to create the table may not have seen it yet.
     cursor.execute(
-        "SELECT to_regclass(%s) IS NOT NULL",
-        (f'"{table_slice.schema}"."{table_slice.table}"',),
+        """SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_class c
+                          JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+                          WHERE n.nspname = %s AND c.relname = %s)""",
+        (table_slice.schema, table_slice.table),
     )
     return cursor.fetchone()[0]
 
@@ -45,10 +49,13 @@ def table_exists(cursor, table_slice: TableSlice) -> bool:
 def column_types(cursor, table_slice: TableSlice) -> dict[str, str]:
     """Column name -> formatted Postgres type, in table order (empty for a missing table)."""
     cursor.execute(
-        """SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute
-           WHERE attrelid = to_regclass(%s) AND attnum > 0 AND NOT attisdropped
-           ORDER BY attnum""",
-        (f'"{table_slice.schema}"."{table_slice.table}"',),
+        """SELECT a.attname, format_type(a.atttypid, a.atttypmod)
+           FROM pg_catalog.pg_attribute a
+           JOIN pg_catalog.pg_class c ON c.oid = a.attrelid
+           JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+           WHERE n.nspname = %s AND c.relname = %s AND a.attnum > 0 AND NOT a.attisdropped
+           ORDER BY a.attnum""",
+        (table_slice.schema, table_slice.table),
     )
     return dict(cursor.fetchall())
 
