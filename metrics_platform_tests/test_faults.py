@@ -52,6 +52,7 @@ from metrics_platform.lib.demo_data import seed_product_database
 from metrics_platform.lib.embedded_postgres import EmbeddedPostgres, throwaway_server
 from metrics_platform.lib.errors import MetricsPlatformError
 from metrics_platform_tests.conftest import RANGE_TAGS, TEST_SETTINGS, execute, new_database, query
+from metrics_platform_tests.strategies import json_scalars, json_values
 from metrics_platform_tests.stubs import PrometheusStub
 
 REPO = Path(__file__).resolve().parent.parent
@@ -1170,16 +1171,6 @@ FUZZ_WINDOW = (datetime(2026, 3, 10, tzinfo=UTC), datetime(2026, 3, 11, tzinfo=U
 # pandas notes that it parses a string hour "individually, falling back to dateutil".
 STRING_HOURS = pytest.mark.filterwarnings("ignore:Could not infer format:UserWarning")
 
-json_scalars = st.one_of(
-    st.none(), st.booleans(), st.integers(-(10**30), 10**30), st.floats(), st.text(max_size=8)
-)
-json_values = st.recursive(
-    json_scalars,
-    lambda inner: st.one_of(
-        st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=5), inner, max_size=3)
-    ),
-    max_leaves=8,
-)
 # Numbers as an API writes them, and text that is almost one (no integer beyond the float range:
 # see test_values_beyond_the_float_range_are_the_sources_fault).
 number_texts = st.one_of(

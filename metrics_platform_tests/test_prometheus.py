@@ -39,6 +39,7 @@ from metrics_platform_tests.prometheus_server import (
     queue_depth,
     running_prometheus,
 )
+from metrics_platform_tests.strategies import json_values
 from metrics_platform_tests.stubs import RecordingProxy
 
 ONE_HOUR = timedelta(hours=1)
@@ -269,13 +270,6 @@ def test_a_malformed_answer_fails_with_a_source_error(payload, cause):
         normalize_matrix(payload, "http.requests.{job}", START, END)
 
 
-json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5),
-    lambda children: (
-        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=5), children, max_size=3)
-    ),
-    max_leaves=12,
-)
 samples = st.lists(
     st.tuples(
         st.integers(-2, 5).map(lambda i: TS + 3600 * i) | json_values,
