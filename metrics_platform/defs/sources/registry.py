@@ -75,15 +75,19 @@ class SourceDefinition:
         )
 
 
-def build_resource(key: str, cls: type, **settings):
+def build_resource(key: str, cls: type, *, hint: str = "", **settings):
     """`cls(**settings)`, with a settings error naming its key (`events.percentiles: ...`).
 
-    Unknown keys are refused too: a typo must not silently turn a setting off.
+    Unknown keys are refused too: a typo must not silently turn a setting off. The message
+    lists the known ones (`hint` says for what, e.g. a model of the source).
     """
     known = set(cls.model_fields)
     unknown = sorted(set(settings) - known)
     if unknown:
-        raise ConfigurationError(f"{key}.{unknown[0]}: unknown setting")
+        expected = ", ".join(sorted(known - {"url"}))
+        raise ConfigurationError(
+            f"{key}.{unknown[0]}: unknown setting{' ' + hint if hint else ''} (expected {expected})"
+        )
     try:
         return cls(**settings)
     except pydantic.ValidationError as exc:
