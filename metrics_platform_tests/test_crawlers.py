@@ -11,24 +11,23 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from metrics_platform.definitions import build_definitions
 from metrics_platform.defs.metrics.assets import HOURLY_VALUES_KEY
 from metrics_platform.defs.sources.crawlers import build_source
 from metrics_platform.defs.sources.crawlers.assets import STATUS_KEY
 from metrics_platform.defs.sources.crawlers.normalize import normalize_status
 from metrics_platform.defs.sources.crawlers.resource import CrawlerRegistry
 from metrics_platform.defs.sources.crawlers.snapshots import CrawlerSnapshots
-from metrics_platform.lib.database import DATABASE_URL_ENV, PRODUCT_DATABASE_URL_ENV, connect
+from metrics_platform.lib.database import PRODUCT_DATABASE_URL_ENV, connect
 from metrics_platform.lib.demo_data import DEMO_SCHEMA_SQL
 from metrics_platform.lib.errors import ConfigurationError, SourceError
 from metrics_platform_tests.conftest import (
-    RANGE_TAGS,
     SOURCE_HOURS,
     execute,
     materialize,
     platform_resources,
     query,
 )
+from metrics_platform_tests.job_runs import failure_message, run_job
 
 T0 = datetime(2026, 3, 10, tzinfo=timezone.utc)
 
@@ -254,16 +253,6 @@ def snapshot_oracle(snapshots, hour_end: datetime, max_age: timedelta, stage_key
     return total, active
 
 
-def run_hours(settings: dict, store_url: str, product_url: str, first: str, last: str, monkeypatch):
-    monkeypatch.setenv(DATABASE_URL_ENV, store_url)
-    monkeypatch.setenv(PRODUCT_DATABASE_URL_ENV, product_url)
-    defs = build_definitions(settings, env={PRODUCT_DATABASE_URL_ENV: product_url})
-    with dg.instance_for_test() as instance:
-        return defs.resolve_job_def("hourly_metrics").execute_in_process(
-            instance=instance, tags=dict(zip(RANGE_TAGS, (first, last))), raise_on_error=False
-        )
-
-
 def stored(store_url: str) -> dict:
     rows = query(store_url, f"SELECT metric, time, value FROM {SOURCE_HOURS}")
     return {(m, pd.Timestamp(t)): v for m, t, v in rows}
@@ -296,7 +285,7 @@ def test_the_snapshot_model_counts_workers_as_the_seed_does(store_url, product_u
     execute(product_url, SNAPSHOTS_SQL)
     snapshots = seed_like_history(7, T0, 48)
     insert_snapshots(product_url, snapshots)
-    result = run_hours(
+    result = run_job(
         snapshot_settings(),
         store_url,
         product_url,
@@ -441,11 +430,11 @@ def test_a_json_stage_column_fails_naming_the_setting(store_url, product_url, mo
             "changed_at_column": "created_at",
         }
     }
-    result = run_hours(
+    result = run_job(
         settings_, store_url, product_url, "2026-03-10-00:00", "2026-03-10-00:00", monkeypatch
     )
     assert not result.success
-    message = result.get_step_failure_events()[0].event_specific_data.error.message
+    message = failure_message(result)
     assert "crawlers.stage_column" in message and "jsonb" in message
     assert "model: snapshots" in message
 
@@ -457,7 +446,7 @@ def test_a_workers_column_that_is_not_json_fails_naming_the_setting(
         product_url,
         "CREATE TABLE spider_snapshots (spider_id int, attributes text, created_at timestamptz)",
     )
-    result = run_hours(
+    result = run_job(
         snapshot_settings(),
         store_url,
         product_url,
@@ -466,7 +455,7 @@ def test_a_workers_column_that_is_not_json_fails_naming_the_setting(
         monkeypatch,
     )
     assert not result.success
-    message = result.get_step_failure_events()[0].event_specific_data.error.message
+    message = failure_message(result)
     assert "crawlers.workers_column" in message and "text" in message and "json" in message
 
 

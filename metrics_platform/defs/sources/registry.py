@@ -1,13 +1,24 @@
-"""What every source folder hands to the code location, and how a disabled source is shown.
+"""Which sources the platform knows, what each hands to the code location, and how a disabled
+source is shown.
 
-Each source package exposes `build_source(settings_section, env) -> SourceDefinition`. A source
-whose settings or credentials are missing is still shown in the UI, in its group, as a
+Each source package exposes `build_source(settings_section, env) -> SourceDefinition`, and its
+`SOURCE` name is its section of the settings file. The built-in sources live under
+`metrics_platform/defs/sources/`; any installed package can add one without editing the
+platform, through an entry point of the group `metrics_platform.sources` named after its
+settings section (`support = "support_metrics:build_source"`, see docs/add-a-source.md).
+`source_builders()` returns both; a plug-in cannot take a built-in source's name.
+
+A source whose settings or credentials are missing is still shown in the UI, in its group, as a
 non-materializable asset whose description starts with "Disabled:" and the reason; it is left
 out of the hourly values' inputs, so nothing waits for it and nothing fails because of it.
 """
 
-from collections.abc import Mapping, Sequence
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from importlib.metadata import EntryPoint, entry_points
 
 import dagster as dg
 import pydantic
@@ -15,6 +26,8 @@ import pydantic
 from metrics_platform.lib.errors import ConfigurationError
 
 DISABLED_TAG = "metrics_platform/source_status"
+ENTRY_POINT_GROUP = "metrics_platform.sources"
+_SECTION_NAME = re.compile(r"[a-z][a-z0-9_]{0,62}")
 
 
 @dataclass(frozen=True)
@@ -92,5 +105,87 @@ def build_resource(key: str, cls: type, *, hint: str = "", **settings):
         return cls(**settings)
     except pydantic.ValidationError as exc:
         error = exc.errors()[0]
-        where = ".".join(str(part) for part in error["loc"])
-        raise ConfigurationError(f"{key}.{where}: {error['msg']}") from None
+        where = "".join(f".{part}" for part in error["loc"])
+        cause = error.get("ctx", {}).get("error") or error["msg"]
+        raise ConfigurationError(f"{key}{where}: {cause}") from None
+
+
+Builder = Callable[[Mapping, Mapping[str, str]], SourceDefinition]
+
+
+def builtin_builders() -> dict[str, Builder]:
+    """The platform's own sources, by settings section."""
+    from metrics_platform.defs.sources import (
+        crawlers,
+        events,
+        ga4,
+        product_db,
+        prometheus,
+        sql_metrics,
+    )
+
+    return {
+        package.SOURCE: package.build_source
+        for package in (product_db, crawlers, events, ga4, prometheus, sql_metrics)
+    }
+
+
+def source_builders() -> dict[str, Builder]:
+    """Every source the platform knows, by settings section: the built-in ones, then those that
+    installed packages register under the entry point group `metrics_platform.sources`."""
+    builders = builtin_builders()
+    plugins: dict[str, tuple[str, Builder]] = {}
+    for point in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda p: (p.name, p.value)):
+        where = _describe(point)
+        if point.name in builders:
+            raise ConfigurationError(
+                f"{where}: {point.name!r} is a built-in source; give the entry point (and the "
+                "source's settings section) another name"
+            )
+        if not _SECTION_NAME.fullmatch(point.name):
+            raise ConfigurationError(
+                f"{where}: the name must be a settings section (lower-case letters, digits, '_')"
+            )
+        if point.name in plugins:
+            if plugins[point.name][0] == point.value:  # one package seen twice on the path
+                continue
+            raise ConfigurationError(
+                f"{where}: {plugins[point.name][0]!r} registers {point.name!r} too; "
+                "two packages cannot both provide one source"
+            )
+        plugins[point.name] = (point.value, _checked(point.name, where, _load(point, where)))
+    return {**builders, **{name: build for name, (_, build) in sorted(plugins.items())}}
+
+
+def _describe(point: EntryPoint) -> str:
+    package = f" of {point.dist.name}" if point.dist is not None else ""
+    return f"plug-in source {point.name!r} ({point.value}{package})"
+
+
+def _load(point: EntryPoint, where: str) -> Callable:
+    try:
+        build = point.load()
+    except Exception as exc:  # the plug-in's own import error, whatever it is
+        raise ConfigurationError(
+            f"{where}: cannot be loaded: {type(exc).__name__}: {exc}"
+        ) from None
+    if not callable(build):
+        raise ConfigurationError(f"{where}: is not a build_source(section, env) function")
+    return build
+
+
+def _checked(name: str, where: str, build: Callable) -> Builder:
+    def build_plugin(section: Mapping, env: Mapping[str, str]) -> SourceDefinition:
+        source = build(section, env)
+        if not isinstance(source, SourceDefinition):
+            raise ConfigurationError(
+                f"{where}: build_source returned {type(source).__name__}, not a SourceDefinition"
+            )
+        if source.name != name:
+            raise ConfigurationError(
+                f"{where}: build_source returned the source {source.name!r}; its name must be "
+                f"its settings section, {name!r}"
+            )
+        return source
+
+    return build_plugin
