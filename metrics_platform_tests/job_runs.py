@@ -17,12 +17,16 @@ def run_job(
     *,
     job: str = "hourly_metrics",
     instance: dg.DagsterInstance | None = None,
+    env: dict[str, str] | None = None,
 ) -> dg.ExecuteInProcessResult:
     """`job` of the definitions built from `settings` over the partitions first..last (one
-    run), with the store and the product database of the test; failures are returned."""
+    run), with the store and the product database of the test (and `env`); failures are
+    returned."""
+    env = {PRODUCT_DATABASE_URL_ENV: product_url, **(env or {})}
     monkeypatch.setenv(DATABASE_URL_ENV, store_url)
-    monkeypatch.setenv(PRODUCT_DATABASE_URL_ENV, product_url)
-    defs = build_definitions(settings, env={PRODUCT_DATABASE_URL_ENV: product_url})
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    defs = build_definitions(settings, env=env)
     tags = dict(zip(RANGE_TAGS, (first, last)))
     if instance is not None:
         return defs.resolve_job_def(job).execute_in_process(

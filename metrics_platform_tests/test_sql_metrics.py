@@ -28,7 +28,13 @@ from metrics_platform.lib.demo_data import seed_product_database
 from metrics_platform.lib.demo_orders import seed_orders
 from metrics_platform.lib.errors import ConfigurationError, SourceError
 from metrics_platform.lib.settings import DEFAULT_CONFIG, load_settings
-from metrics_platform_tests.conftest import SOURCE_DAYS, SOURCE_HOURS, execute, query
+from metrics_platform_tests.conftest import (
+    SOURCE_DAYS,
+    SOURCE_HOURS,
+    execute,
+    new_database,
+    query,
+)
 from metrics_platform_tests.job_runs import failure_message, run_job
 
 UTC = timezone.utc
@@ -500,6 +506,37 @@ def test_a_source_without_its_database_url_is_disabled():
         {"url_env": "BILLING_DATABASE_URL", "queries": [BY_PLAN]}, {"BILLING_DATABASE_URL": "x"}
     )
     assert enabled.enabled and enabled.metrics == ["orders.*"] and enabled.expected_metrics == []
+
+
+def test_a_query_reads_the_database_its_url_env_names(
+    store_url, product_url, postgres_server, monkeypatch
+):
+    billing = new_database(postgres_server, "billing")
+    execute(billing, ORDERS_SQL)
+    insert_orders(billing, [("pro", 7, T0)])
+    execute(product_url, ORDERS_SQL)  # the product database's own orders table is empty
+    section = {"url_env": "BILLING_DATABASE_URL", "queries": [REVENUE]}
+    result = run_job(
+        {"sql_metrics": section},
+        store_url,
+        product_url,
+        "2026-03-10-00:00",
+        "2026-03-10-00:00",
+        monkeypatch,
+        env={"BILLING_DATABASE_URL": billing},
+    )
+    assert result.success
+    assert hourly(store_url) == {("revenue", pd.Timestamp(T0)): 7.0}
+
+
+def test_an_unreachable_database_fails_without_its_password():
+    reader = queries_for("postgresql://reader:s3cret-pw@127.0.0.1:1/billing", REVENUE)
+    (q,) = reader.queries
+    with pytest.raises(SourceError) as raised:
+        reader.read(q, T0, T0 + ONE_HOUR)
+    assert raised.value.transient
+    assert "s3cret-pw" not in str(raised.value) and "***" in str(raised.value)
+    assert "METRICS_PLATFORM_PRODUCT_DATABASE_URL" in str(raised.value)
 
 
 # --- The demo ----------------------------------------------------------------------------------
