@@ -411,6 +411,7 @@ def test_an_age_over_an_hour_makes_the_counts_cumulative():
         ({"model": "snapshots", "max_age_minutes": 0}, "crawlers.max_age_minutes"),
         ({"model": "snapshots", "workers_column": "a;b"}, "crawlers.workers_column"),
         ({"model": "snapshots", "stage_key": ""}, "crawlers.stage_key"),
+        ({"url": "postgresql://x"}, "crawlers.url: unknown setting"),
     ],
 )
 def test_crawler_settings_are_checked_for_their_model(section, message):

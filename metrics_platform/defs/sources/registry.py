@@ -16,7 +16,7 @@ out of the hourly values' inputs, so nothing waits for it and nothing fails beca
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
 
@@ -88,19 +88,25 @@ class SourceDefinition:
         )
 
 
+def refuse_unknown(key: str, settings: Iterable, known: Sequence[str], *, hint: str = "") -> None:
+    """A `ConfigurationError` for the first key of `settings` not in `known`, listing them."""
+    unknown = sorted(str(name) for name in settings if name not in known)
+    if unknown:
+        raise ConfigurationError(
+            f"{key}.{unknown[0]}: unknown setting{' ' + hint if hint else ''} "
+            f"(expected {', '.join(known)})"
+        )
+
+
 def build_resource(key: str, cls: type, *, hint: str = "", **settings):
     """`cls(**settings)`, with a settings error naming its key (`events.percentiles: ...`).
 
     Unknown keys are refused too: a typo must not silently turn a setting off. The message
     lists the known ones (`hint` says for what, e.g. a model of the source).
     """
-    known = set(cls.model_fields)
-    unknown = sorted(set(settings) - known)
-    if unknown:
-        expected = ", ".join(sorted(known - {"url"}))
-        raise ConfigurationError(
-            f"{key}.{unknown[0]}: unknown setting{' ' + hint if hint else ''} (expected {expected})"
-        )
+    # `url` is the platform's to give (from the source's `url_env`), never a setting.
+    given = [name for name in settings if name != "url"]
+    refuse_unknown(key, given, sorted(set(cls.model_fields) - {"url"}), hint=hint)
     try:
         return cls(**settings)
     except pydantic.ValidationError as exc:

@@ -36,6 +36,8 @@ def build_source(section: Mapping, env: Mapping[str, str]) -> SourceDefinition:
     if model not in MODELS:
         raise ConfigurationError(f"crawlers.model: {model!r} is not one of {', '.join(MODELS)}")
     url_env = settings.pop("url_env", URL_ENV_DEFAULT)
+    if "url" in settings:
+        raise ConfigurationError("crawlers.url: unknown setting (name its variable in url_env)")
     cls = CrawlerSnapshots if model == "snapshots" else CrawlerRegistry
     resource = build_resource(
         "crawlers", cls, hint=f"for `model: {model}`", url=dg.EnvVar(url_env), **settings

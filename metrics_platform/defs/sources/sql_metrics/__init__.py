@@ -4,8 +4,7 @@ value per hour (and per label), with no Python to write."""
 
 from collections.abc import Mapping
 
-from metrics_platform.defs.sources.registry import SourceDefinition
-from metrics_platform.lib.errors import ConfigurationError
+from metrics_platform.defs.sources.registry import SourceDefinition, refuse_unknown
 from metrics_platform.lib.templates import template_fields, template_glob
 
 SOURCE = "sql_metrics"
@@ -19,11 +18,7 @@ def build_source(section: Mapping, env: Mapping[str, str]) -> SourceDefinition:
     )
     from metrics_platform.defs.sources.sql_metrics.resource import SqlMetricQueries, load_queries
 
-    unknown = sorted(str(key) for key in section if key not in _SETTINGS)
-    if unknown:
-        raise ConfigurationError(
-            f"{SOURCE}.{unknown[0]}: unknown setting (expected {', '.join(_SETTINGS)})"
-        )
+    refuse_unknown(SOURCE, section, _SETTINGS)
     queries = load_queries(section)
     reason = None
     missing = sorted({q.url_env for q in queries if not env.get(q.url_env)})
