@@ -8,6 +8,7 @@ from datetime import datetime, timedelta, timezone
 import dagster as dg
 import pandas as pd
 import pytest
+import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -20,6 +21,7 @@ from metrics_platform.defs.sources.crawlers.snapshots import CrawlerSnapshots
 from metrics_platform.lib.database import PRODUCT_DATABASE_URL_ENV, connect
 from metrics_platform.lib.demo_data import DEMO_SCHEMA_SQL
 from metrics_platform.lib.errors import ConfigurationError, SourceError
+from metrics_platform.lib.settings import DEFAULT_CONFIG
 from metrics_platform_tests.conftest import (
     SOURCE_HOURS,
     execute,
@@ -476,3 +478,13 @@ def test_a_snapshot_that_is_not_a_list_of_workers_is_refused(product_url, worker
         reader.status_counts(T0, T0 + timedelta(hours=1))
     assert "crawler 4" in str(raised.value) and "2026-03-10T00:50" in str(raised.value)
     assert cause in str(raised.value)
+
+
+def test_the_demo_settings_example_of_the_snapshot_model_is_valid():
+    """The commented `model: snapshots` example in the demo's settings file loads."""
+    text = DEFAULT_CONFIG.read_text()
+    example = [line[2:] for line in text.splitlines() if line.startswith("#   ")]
+    section = yaml.safe_load("\n".join(example))["crawlers"]
+    assert section["model"] == "snapshots"
+    source = build_source(section, {PRODUCT_DATABASE_URL_ENV: "x"})
+    assert source.enabled and not source.cumulative
