@@ -153,6 +153,7 @@ def start_sample_apis() -> None:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from metrics_platform.lib.demo_data import seed_product_database
+    from metrics_platform.lib.demo_orders import seed_orders
 
     settings, server = prepare_environment()
     start_sample_apis()
@@ -160,6 +161,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if PRODUCT_DATABASE_URL_ENV in settings:
         now = datetime.now(timezone.utc)
         seeded = seed_product_database(os.environ[PRODUCT_DATABASE_URL_ENV], now=now)
+        seed_orders(os.environ[PRODUCT_DATABASE_URL_ENV], now=now)
         print("demo product database:", "seeded" if seeded else "already seeded")
     migrate_store(os.environ[DATABASE_URL_ENV])
     materialize_recent(days=2)

@@ -25,23 +25,14 @@ from metrics_platform.defs.metrics.assets import (
 )
 from metrics_platform.defs.metrics.kpis import build_kpi_assets, parse_kpis
 from metrics_platform.defs.resources import shared_resources
-from metrics_platform.defs.sources import crawlers, events, ga4, product_db, prometheus
 from metrics_platform.defs.sources.registry import (
     PLATFORM_METRICS,
     SourceDefinition,
     check_metric_owners,
+    source_builders,
 )
 from metrics_platform.lib.errors import ConfigurationError
 from metrics_platform.lib.settings import check_sections, load_settings, section
-
-# Every source the platform knows, by its settings section.
-SOURCE_BUILDERS = {
-    product_db.SOURCE: product_db.build_source,
-    crawlers.SOURCE: crawlers.build_source,
-    events.SOURCE: events.build_source,
-    ga4.SOURCE: ga4.build_source,
-    prometheus.SOURCE: prometheus.build_source,
-}
 
 
 def freshness_delay(quality: Mapping) -> int:
@@ -64,8 +55,9 @@ def later_hours_sensors(enabled: list[SourceDefinition]) -> list[dg.SensorDefini
 
 
 def build_sources(settings: Mapping, env: Mapping[str, str]) -> list[SourceDefinition]:
-    check_sections(settings, SOURCE_BUILDERS)
-    sources = [build(section(settings, name), env) for name, build in SOURCE_BUILDERS.items()]
+    builders = source_builders()
+    check_sections(settings, builders)
+    sources = [build(section(settings, name), env) for name, build in builders.items()]
     check_metric_owners(sources)
     return sources
 

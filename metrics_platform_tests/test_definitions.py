@@ -22,9 +22,11 @@ def test_the_asset_graph_runs_source_to_hourly_to_daily():
     daily = dg.AssetKey(["metrics", "daily_values"])
     hourly_raw = {
         dg.AssetKey(["raw", name])
-        for name in ("product_db_row_counts", "crawler_status", "events_hourly")
+        for name in ("product_db_row_counts", "crawler_status", "events_hourly", "sql_metrics")
     }
-    daily_raw = {dg.AssetKey(["raw", "events_daily_timings"])}
+    daily_raw = {
+        dg.AssetKey(["raw", name]) for name in ("events_daily_timings", "sql_metrics_daily")
+    }
     assert hourly_raw | daily_raw | {hourly, daily} <= set(graph.get_all_asset_keys())
     assert hourly_raw <= graph.get(hourly).parent_keys
     assert graph.get(daily).parent_keys == {hourly} | daily_raw

@@ -1,36 +1,110 @@
-"""The docs stay true: the "add a new source" walkthrough's code runs as written."""
+"""The docs stay true: the "add a new source" walkthrough runs as written, end to end, as a
+separate package installed into an environment with the platform."""
 
+import json
+import os
 import re
+import shlex
+import subprocess
 import sys
+import sysconfig
 from datetime import timezone
 from pathlib import Path
 
-import dagster as dg
+import yaml
 
-from metrics_platform import definitions
+from metrics_platform.defs.sources.sql_metrics import build_source as build_sql_metrics
 from metrics_platform.lib.database import DATABASE_URL_ENV, PRODUCT_DATABASE_URL_ENV
-from metrics_platform_tests.conftest import RANGE_TAGS, TEST_SETTINGS, execute, query
+from metrics_platform_tests.conftest import TEST_SETTINGS, execute, query
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
+_BLOCK = re.compile(r"```(\w+)\n(.*?)```", re.DOTALL)
+_CREATE = re.compile(r"Create `([^`]+)`")
+
+# Run by the environment the walkthrough's package was installed into.
+PLUGIN_RUN = r"""
+import json, sys
+import dagster as dg
+from metrics_platform.definitions import build_definitions
+
+settings = json.loads(sys.argv[1])
+defs = build_definitions(settings)
+with dg.instance_for_test() as instance:
+    result = defs.resolve_job_def("hourly_metrics").execute_in_process(
+        instance=instance,
+        tags={"dagster/asset_partition_range_start": "2026-03-10-04:00",
+              "dagster/asset_partition_range_end": "2026-03-10-08:00"},
+        run_config={"loggers": {"console": {"config": {"log_level": "ERROR"}}}})
+without = build_definitions({"product_db": settings["product_db"]})
+print(json.dumps({
+    "success": result.success,
+    "assets": sorted(a.key.to_user_string() for a in defs.assets),
+    "groups": sorted({a.group_names_by_key[a.key] for a in defs.assets
+                      if isinstance(a, dg.AssetsDefinition)}),
+    "schedules": sorted(s.name for s in defs.schedules),
+    "disabled": [a.description for a in without.assets
+                 if isinstance(a, dg.AssetSpec) and a.key.path == ["raw", "support_tickets"]],
+}))
+"""
 
 
-def test_the_add_a_source_walkthrough_works_as_written(
-    store_url, product_url, monkeypatch, tmp_path
-):
-    text = (DOCS / "add-a-source.md").read_text()
-    source_code = re.findall(r"```python\n(.*?)```", text, re.DOTALL)[0]
-    assert len(source_code.strip().splitlines()) <= 40  # short enough to read in one go
-    package = tmp_path / "walkthrough_sources" / "support"
-    package.mkdir(parents=True)
-    (package.parent / "__init__.py").write_text("")
-    (package / "__init__.py").write_text(source_code)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    from walkthrough_sources import support  # noqa: PLC0415 - created just above
+def blocks(text: str) -> list[tuple[str | None, str, str]]:
+    """(path, language, code) of every fenced block, with the file path when the text just
+    before it says "Create `path`"."""
+    found, previous_end = [], 0
+    for match in _BLOCK.finditer(text):
+        paths = _CREATE.findall(text[previous_end : match.start()])
+        found.append((paths[-1] if paths else None, match.group(1), match.group(2)))
+        previous_end = match.end()
+    return found
 
-    monkeypatch.setitem(definitions.SOURCE_BUILDERS, support.SOURCE, support.build_source)
-    monkeypatch.setenv(DATABASE_URL_ENV, store_url)
-    monkeypatch.setenv(PRODUCT_DATABASE_URL_ENV, product_url)
-    execute(product_url, "CREATE TABLE tickets (id serial, opened_at timestamptz NOT NULL)")
+
+def environment_with_the_platform(path: Path) -> Path:
+    """A new virtual environment that sees this one's packages (the platform and its
+    dependencies) and installs into its own: its python."""
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(path)], check=True)
+    python = path / "bin" / "python"
+    site = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    platform_site = sysconfig.get_paths()["purelib"]
+    (Path(site) / "metrics_platform_environment.pth").write_text(
+        f"import site; site.addsitedir({platform_site!r})\n"
+    )
+    return python
+
+
+def test_the_sql_metrics_example_is_valid_settings():
+    text = (DOCS / "add-a-source.md").read_text().split("## A source in its own package")[0]
+    (example,) = [code for _, language, code in blocks(text) if language == "yaml"]
+    source = build_sql_metrics(
+        yaml.safe_load(example)["sql_metrics"], {PRODUCT_DATABASE_URL_ENV: "x"}
+    )
+    assert source.enabled and source.metrics == ["orders.*"]
+
+
+def test_the_add_a_source_walkthrough_works_as_written(store_url, product_url, tmp_path):
+    text = (DOCS / "add-a-source.md").read_text().split("## A source in its own package")[1]
+    found = blocks(text)
+    files = [(path, code) for path, _, code in found if path]
+    assert [path for path, _ in files] == [
+        "support_metrics/pyproject.toml",
+        "support_metrics/support_metrics/__init__.py",
+    ]
+    for path, code in files:
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text(code)
+    (source_code,) = [code for path, language, code in found if language == "python"]
+    assert len(source_code.strip().splitlines()) <= 50  # short enough to read in one go
+    (table_sql,) = [code for _, language, code in found if language == "sql"]
+    (install,) = [code for _, language, code in found if language == "bash"]
+    (settings_yaml,) = [code for _, language, code in found if language == "yaml"]
+
+    # The table it reads, as the walkthrough creates it, and a few tickets.
+    execute(product_url, table_sql)
     execute(
         product_url,
         "INSERT INTO tickets (opened_at) VALUES "
@@ -38,28 +112,60 @@ def test_the_add_a_source_walkthrough_works_as_written(
     )
     execute(product_url, "CREATE TABLE users (id serial, created_at timestamptz)")
 
-    settings = {
-        "product_db": TEST_SETTINGS["product_db"],
-        "support": {},
-        "kpis": [
-            {
-                "name": "kpi.tickets_per_user",
-                "formula": "support.tickets.opened / objects.users.count",
-            }
-        ],
+    # The install command, as written, with the new environment's pip.
+    python = environment_with_the_platform(tmp_path / "venv")
+    command = shlex.split(install.strip())
+    assert command[:3] == ["pip", "install", "-e"]
+    installed = subprocess.run(
+        [str(python), "-m", *command], cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
+    assert installed.returncode == 0, installed.stdout[-3000:] + installed.stderr[-3000:]
+
+    settings = {"product_db": TEST_SETTINGS["product_db"], **yaml.safe_load(settings_yaml)}
+    env = {
+        **os.environ,
+        DATABASE_URL_ENV: store_url,
+        PRODUCT_DATABASE_URL_ENV: product_url,
+        "DAGSTER_HOME": str(tmp_path),
     }
-    defs = definitions.build_definitions(settings)
-    assert "support_hourly_schedule" in {s.name for s in defs.schedules}
-    with dg.instance_for_test() as instance:
-        result = defs.resolve_job_def("hourly_metrics").execute_in_process(
-            instance=instance, tags=dict(zip(RANGE_TAGS, ("2026-03-10-04:00", "2026-03-10-08:00")))
-        )
-    assert result.success
+    elsewhere = tmp_path / "run"  # not the folder that holds the package's sources
+    elsewhere.mkdir()
+    out = subprocess.run(
+        [str(python), "-c", PLUGIN_RUN, json.dumps(settings)],
+        cwd=elsewhere,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    assert report["success"]
+    assert "raw/support_tickets" in report["assets"] and "support" in report["groups"]
+    assert "support_hourly_schedule" in report["schedules"]
+    assert report["disabled"] == [
+        "Disabled: no `support` section in the settings file. "
+        "Support tickets opened in every UTC hour, from the product database."
+    ]
     rows = query(
         store_url,
         "SELECT time, value FROM metrics.hourly_values_by_name "
         "WHERE metric = 'support.tickets.opened' ORDER BY time",
     )
-    assert [(t.astimezone(timezone.utc).hour, v) for t, v in rows] == [(5, 2.0), (7, 1.0)]
-    sys.modules.pop("walkthrough_sources.support", None)
-    sys.modules.pop("walkthrough_sources", None)
+    assert [(t.astimezone(timezone.utc).hour, v) for t, v in rows] == [
+        (4, 0.0),
+        (5, 2.0),
+        (6, 0.0),
+        (7, 1.0),
+        (8, 0.0),
+    ]
+    complete = query(
+        store_url,
+        "SELECT sum(value) FROM metrics.hourly_values_by_name WHERE metric = 'platform.hour_complete'",
+    )
+    assert complete == [(5.0,)]
+    kpi = query(
+        store_url,
+        "SELECT count(*) FROM metrics.hourly_values_by_name WHERE metric = 'kpi.tickets_per_user'",
+    )
+    assert kpi == [(0,)]  # no user yet: a zero divisor has no value

@@ -9,7 +9,8 @@ import copy
 
 import pytest
 
-from metrics_platform.definitions import SOURCE_BUILDERS, build_definitions
+from metrics_platform.definitions import build_definitions
+from metrics_platform.defs.sources.registry import builtin_builders
 from metrics_platform.lib.database import PRODUCT_DATABASE_URL_ENV
 from metrics_platform.lib.errors import ConfigurationError
 from metrics_platform.lib.formulas import MAX_FORMULA_DEPTH, MAX_FORMULA_TERMS, Formula
@@ -55,7 +56,14 @@ def test_an_unknown_section_is_refused_with_a_suggestion():
 def test_every_section_the_platform_reads_is_known():
     """The known sections are the sources' and PLATFORM_SECTIONS, listed once each: a settings
     file holding all of them loads."""
-    assert set(SOURCE_BUILDERS) == {"product_db", "crawlers", "events", "ga4", "prometheus"}
+    assert set(builtin_builders()) == {
+        "product_db",
+        "crawlers",
+        "events",
+        "ga4",
+        "prometheus",
+        "sql_metrics",
+    }
     assert set(PLATFORM_SECTIONS) == {"kpis", "schedule", "quality"}
     query = {"query": "sum by (job) (up)", "metric": "http.up.{job}", "aggregation": "last"}
     build_definitions(

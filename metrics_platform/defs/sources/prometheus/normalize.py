@@ -22,7 +22,6 @@ from __future__ import annotations
 import math
 import re
 import reprlib
-import string
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
@@ -32,47 +31,18 @@ import pandas as pd
 from metrics_platform.defs.sources.prometheus import SOURCE
 from metrics_platform.lib.errors import ConfigurationError, SourceError
 from metrics_platform.lib.metric_rows import (
-    METRIC_NAME,
     check_metric_frame,
     empty_metric_frame,
     metric_frame,
     sanitize_name_part,
 )
+from metrics_platform.lib.templates import template_fields
 
 ONE_HOUR = timedelta(hours=1)
-LABEL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # A sample value as Prometheus writes it (Go's strconv.FormatFloat, 'f' or 'e' format).
 SAMPLE_VALUE = re.compile(r"-?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?|NaN|[+-]Inf")
 # Prometheus's error types worth asking again for; any other error gives the same answer twice.
 TRANSIENT_ERROR_TYPES = ("timeout", "unavailable")
-
-
-def template_fields(template: str) -> list[str]:
-    """The labels a metric-name template fills in: `http.requests.{job}` -> `['job']`.
-
-    Only plain `{label}` fields are allowed (no attribute or index access, conversion or format
-    spec), and the template filled with any plain label value must be a valid metric name.
-    Raises ValueError, so that settings validation can name the key.
-    """
-    try:
-        parts = list(string.Formatter().parse(template))
-    except ValueError as exc:
-        raise ValueError(f"{template!r} is not a valid template: {exc}") from None
-    fields = []
-    for _, field, spec, conversion in parts:
-        if field is None:
-            continue
-        if not LABEL_NAME.fullmatch(field) or spec or conversion:
-            raise ValueError(
-                f"{template!r}: only plain label fields like {{job}} are allowed, not "
-                f"{{{field}{'!' + conversion if conversion else ''}{':' + spec if spec else ''}}}"
-            )
-        fields.append(field)
-    if not METRIC_NAME.fullmatch(template.format_map({field: "x" for field in fields})):
-        raise ValueError(
-            f"{template!r} does not make a valid metric name (letters, digits, '_', '.', ':', '-')"
-        )
-    return fields
 
 
 def matrix_result(payload: object) -> list[dict]:
