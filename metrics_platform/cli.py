@@ -121,13 +121,14 @@ def backfill_history() -> None:
     the days, in one more run; prints how long each took."""
     import dagster as dg
 
+    from metrics_platform import materialize as runs
     from metrics_platform.definitions import defs
     from metrics_platform.defs.jobs import DAILY_JOB, HOURLY_JOB
     from metrics_platform.defs.metrics.assets import DAILY_VALUES_KEY, HOURLY_VALUES_KEY
     from metrics_platform.defs.partitions import daily_partitions, hourly_partitions
-    from metrics_platform.materialize import RANGE_END_TAG, RANGE_START_TAG, quiet_config
 
     instance = dg.DagsterInstance.get()
+    invocation = runs.new_invocation()
     for name, job, key, partitions_def in (
         ("hours", HOURLY_JOB, HOURLY_VALUES_KEY, hourly_partitions),
         ("days", DAILY_JOB, DAILY_VALUES_KEY, daily_partitions),
@@ -138,11 +139,19 @@ def backfill_history() -> None:
             continue
         count = len(partitions_def.get_partition_keys_in_range(dg.PartitionKeyRange(*missing)))
         began = time.monotonic()
-        result = defs.resolve_job_def(job).execute_in_process(
-            run_config=quiet_config(verbose=False),
-            instance=instance,
-            tags={RANGE_START_TAG: missing[0], RANGE_END_TAG: missing[1]},
-            raise_on_error=False,
+        result = runs.run_until_signal(
+            lambda job=job, missing=missing: defs.resolve_job_def(job).execute_in_process(
+                run_config=runs.quiet_config(verbose=False),
+                instance=instance,
+                tags={
+                    runs.RANGE_START_TAG: missing[0],
+                    runs.RANGE_END_TAG: missing[1],
+                    runs.INVOCATION_TAG: invocation,
+                },
+                raise_on_error=False,
+            ),
+            instance,
+            invocation,
         )
         took = time.monotonic() - began
         print(
@@ -270,21 +279,18 @@ def cmd_materialize(args: argparse.Namespace) -> int:
     steps = runs.plan(defs, args.select, args.partitions)
     instance = dg.DagsterInstance.get()
     invocation = runs.new_invocation()
-    try:
-        with runs.interruptible():
-            outcomes = runs.execute_plan(
-                steps,
-                run=lambda step: runs.run_step(
-                    defs, step, instance, invocation=invocation, verbose=args.verbose
-                ),
-                follow_ups=runs.FOLLOW_UPS,
-                report=lambda outcome: runs.print_outcome(outcome, verbose=args.verbose),
-            )
-    except (runs.Interrupted, KeyboardInterrupt) as exc:
-        why = f"interrupted by {exc}" if isinstance(exc, runs.Interrupted) else "interrupted"
-        ended = runs.end_interrupted_runs(instance, invocation, why)
-        print(f"\n{why}: run {', '.join(ended) or '(none started)'} marked canceled")
-        return 130
+    outcomes = runs.run_until_signal(
+        lambda: runs.execute_plan(
+            steps,
+            run=lambda step: runs.run_step(
+                defs, step, instance, invocation=invocation, verbose=args.verbose
+            ),
+            follow_ups=runs.FOLLOW_UPS,
+            report=lambda outcome: runs.print_outcome(outcome, verbose=args.verbose),
+        ),
+        instance,
+        invocation,
+    )
     failed = [outcome for outcome in outcomes if not outcome.success]
     print(
         f"\n{len(outcomes)} run{'s' if len(outcomes) != 1 else ''}, "

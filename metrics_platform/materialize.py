@@ -21,14 +21,17 @@ and queues what it returns right after that step (e.g. "then recompute these lat
 
 from __future__ import annotations
 
+import os
 import re
 import signal
+import sys
+import threading
 import uuid
 import warnings
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
+from typing import TypeVar
 from zoneinfo import ZoneInfo
 
 import dagster as dg
@@ -47,6 +50,7 @@ DAY_KEY_FORMAT = "%Y-%m-%d"
 IN_KEYS = ("rows_read", "rows_in", "hours_in")
 OUT_KEYS = ("rows_written", "rows_out", "dagster/partition_row_count")
 
+T = TypeVar("T")
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _HOUR_KEY = re.compile(r"\d{4}-\d{2}-\d{2}-\d{2}:\d{2}(?:[+-]\d{4})?")
 _ISO_TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}(?::\d{2}(?::\d{2})?)?(?:Z|[+-]\d{2}:?\d{2})?")
@@ -467,27 +471,50 @@ def print_outcome(outcome: Outcome, verbose: bool = False) -> None:
 # --- interruption -----------------------------------------------------------------------------
 
 
-class Interrupted(Exception):
-    """SIGTERM (or SIGINT) reached the command while it ran."""
+def run_until_signal(work: Callable[[], T], instance: dg.DagsterInstance, invocation: str) -> T:
+    """`work()` (which runs this command's runs), ended cleanly by SIGINT or SIGTERM.
 
-    def __init__(self, signum: int):
-        self.signum = signum
-        super().__init__(signal.Signals(signum).name)
+    Dagster's in-process execution swallows both signals until the run ends, however long it
+    takes, so the runs execute in a worker thread and this (main) thread keeps the signals:
+    on one, it marks every unfinished run of the command canceled in the instance and exits
+    (status 128 + the signal). A write under way is a transaction of the store's that the exit
+    aborts, so the store keeps its previous state (the IO manager's guarantee)."""
+    outcome: dict[str, object] = {}
 
+    def target() -> None:
+        try:
+            outcome["value"] = work()
+        except BaseException as exc:  # noqa: BLE001 - handed to the main thread
+            outcome["error"] = exc
 
-@contextmanager
-def interruptible() -> Iterator[None]:
-    """Turn SIGTERM and SIGINT into `Interrupted` in the main thread, for the block."""
-
-    def interrupt(signum, _frame):
-        raise Interrupted(signum)
-
-    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    received: list[int] = []
+    previous = {
+        sig: signal.signal(sig, lambda signum, _frame: received.append(signum))
+        for sig in (signal.SIGINT, signal.SIGTERM)
+    }
     try:
-        yield
+        worker = threading.Thread(target=target, name="metrics-platform-runs", daemon=True)
+        worker.start()
+        while worker.is_alive():
+            worker.join(0.2)
+            if received:
+                name = signal.Signals(received[0]).name
+                ended = end_interrupted_runs(instance, invocation, f"interrupted by {name}")
+                print(
+                    f"\ninterrupted by {name}: "
+                    + (
+                        f"run {', '.join(ended)} marked canceled" if ended else "no run was started"
+                    ),
+                    flush=True,
+                )
+                sys.stderr.flush()
+                os._exit(128 + received[0])
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+    if "error" in outcome:
+        raise outcome["error"]  # type: ignore[misc]
+    return outcome["value"]  # type: ignore[return-value]
 
 
 def end_interrupted_runs(instance: dg.DagsterInstance, invocation: str, why: str) -> list[str]:
@@ -496,7 +523,7 @@ def end_interrupted_runs(instance: dg.DagsterInstance, invocation: str, why: str
     runs = instance.get_runs(filters=dg.RunsFilter(tags={INVOCATION_TAG: invocation}))
     for run in runs:
         if not run.is_finished:
-            instance.report_run_canceled(run, message=f"metrics-platform materialize: {why}")
+            instance.report_run_canceled(run, message=f"metrics-platform: {why}")
             ended.append(run.run_id)
     return ended
 
