@@ -319,7 +319,16 @@ def plan(defs: dg.Definitions, select: str, partitions: str) -> list[Step]:
         if kind is None:
             raise UsageError(f"{key.to_user_string()} is not partitioned by hour or by day")
         by_kind.setdefault(kind.name, []).append(key)
-    if len(by_kind) > 1 and requested.form != "days":
+    ranges = {}
+    for name in by_kind:
+        try:
+            ranges[name] = key_range(requested, known[name])
+        except UsageError:
+            if len(by_kind) == 1:
+                raise
+            ranges = None
+            break
+    if ranges is None or (len(by_kind) > 1 and requested.form == "keys"):
         hourly = ", ".join(k.to_user_string() for k in by_kind["hourly"])
         daily = ", ".join(k.to_user_string() for k in by_kind["daily"])
         first, last = str(requested.first)[:10], str(requested.last)[:10]
@@ -348,7 +357,7 @@ def plan(defs: dg.Definitions, select: str, partitions: str) -> list[Step]:
             )
         )
         derived = tuple(sorted(selected - set(sources)))
-        keys_of_kind = key_range(requested, kind)
+        keys_of_kind = ranges[name]
         if sources:
             steps.append(Step(f"{name} sources", sources, kind, keys_of_kind))
         if derived:
