@@ -239,14 +239,17 @@ def run_dev_server(port: int) -> int:
     the sample APIs); SIGINT or SIGTERM stop it cleanly."""
     dg_command = Path(sys.executable).parent / "dg"
     command = [str(dg_command), "dev", "-h", "127.0.0.1", "-p", str(port)]
-    child = subprocess.Popen(command, cwd=PROJECT_ROOT)
+    child: subprocess.Popen | None = None
 
     def forward(signum, _frame):
         # dg dev shuts its webserver and daemon down on SIGINT, whatever we received.
-        if child.poll() is None:
+        if child is not None and child.poll() is None:
             child.send_signal(signal.SIGINT)
 
+    # Installed before the child starts: a process started in the background of a shell
+    # ignores SIGINT, and the child would inherit that; with a handler here, it gets Python's.
     previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+    child = subprocess.Popen(command, cwd=PROJECT_ROOT)
     try:
         while True:
             try:
