@@ -28,7 +28,7 @@ import sys
 import threading
 import uuid
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from typing import TypeVar
@@ -227,12 +227,13 @@ def describe(keys: dg.PartitionKeyRange, kind: Kind) -> str:
 
 @dataclass(frozen=True)
 class Step:
-    """One run: assets of one kind over one range of their partitions."""
+    """One run: assets of one kind over one range of their partitions, with its run's tags."""
 
     name: str
     keys: tuple[dg.AssetKey, ...]
     kind: Kind
     partitions: dg.PartitionKeyRange
+    tags: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -426,6 +427,7 @@ def run_step(
             instance=instance,
             resources=defs.resources,
             tags={
+                **step.tags,
                 RANGE_START_TAG: step.partitions.start,
                 RANGE_END_TAG: step.partitions.end,
                 INVOCATION_TAG: invocation,
