@@ -16,10 +16,15 @@ command line (or the UI) just recomputed from its sources in a run of its own, w
 that re-lands an hour during a long recomputation of that hour (after the run started) still
 gets the hour recomputed once more. Times compared are the run's start and the parents'
 materialization times, per partition; a parent written by the same run counts as read.
+
+`written_after_its_inputs` is the platform's own condition class, which the daemon cannot
+load: the sensor that evaluates these conditions runs in the code location's process
+(`automation_condition_sensor`).
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable, Mapping
 
 import dagster as dg
@@ -115,3 +120,14 @@ FOLLOW_ANY_SOURCE = (_updated & _quiet).with_label("any source landed")
 WHEN_THE_DAY_IS_COMPLETE = (
     _updated & ~dg.AutomationCondition.any_deps_missing() & _quiet
 ).with_label("whole day landed")
+
+
+def automation_condition_sensor(name: str, **kwargs) -> dg.AutomationConditionSensorDefinition:
+    """The sensor evaluating the assets' automation conditions in the code location's process,
+    where the platform's own condition classes live (`use_user_code_server`, a beta parameter
+    of Dagster's: its notice is silenced here, once)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message=r"Parameter `use_user_code_server`", category=dg.BetaWarning
+        )
+        return dg.AutomationConditionSensorDefinition(name, use_user_code_server=True, **kwargs)
