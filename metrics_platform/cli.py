@@ -165,9 +165,10 @@ def print_summary(url: str) -> None:
     try:
         with conn, conn.cursor() as cur:
             cur.execute(
-                """SELECT metric, count(*) AS hours, min(time) AS first, max(time) AS latest,
-                          (array_agg(value ORDER BY time DESC))[1] AS latest_value
-                   FROM metrics.hourly_values_by_name GROUP BY metric ORDER BY metric"""
+                """SELECT metric, count(*) AS hours, min(business_date) AS first,
+                          max(time_utc) AS latest,
+                          (array_agg(value ORDER BY time_utc DESC))[1] AS latest_value
+                   FROM metrics.hourly_values_by_name_v2 GROUP BY metric ORDER BY metric"""
             )
             print("\nhourly values in the metric store:")
             for name, hours, first, latest, value in cur.fetchall():
@@ -175,7 +176,7 @@ def print_summary(url: str) -> None:
                     f"  {name:<36} {hours:>5} hours, {first:%Y-%m-%d} to "
                     f"latest {latest.astimezone(timezone.utc):%Y-%m-%d %H:%M} UTC = {value:g}"
                 )
-            cur.execute("SELECT count(*) FROM metrics.daily_values_by_name")
+            cur.execute("SELECT count(*) FROM metrics.daily_values_by_name_v2")
             print(f"daily values: {cur.fetchone()[0]} rows")
     finally:
         conn.close()
@@ -326,6 +327,7 @@ def migrate_store(url: str) -> list[int]:
     conn = connect(url)
     try:
         applied = migrate(conn)
+        record_business_timezone(conn)
         ensure_reader_role(
             conn,
             role=os.environ.get("METRICS_PLATFORM_GRAFANA_DB_USER") or "grafana_reader",
@@ -336,10 +338,25 @@ def migrate_store(url: str) -> list[int]:
     return applied
 
 
+def record_business_timezone(conn) -> str:
+    """Record METRICS_PLATFORM_BUSINESS_TIMEZONE for the store's views (their business dates)."""
+    from metrics_platform.defs.partitions import BUSINESS_TIMEZONE
+
+    with conn, conn.cursor() as cur:
+        cur.execute(
+            "UPDATE metrics.business_calendar SET time_zone = %s WHERE time_zone <> %s",
+            (BUSINESS_TIMEZONE, BUSINESS_TIMEZONE),
+        )
+    return BUSINESS_TIMEZONE
+
+
 def cmd_migrate(args: argparse.Namespace) -> int:
     prepare_environment()
     applied = migrate_store(os.environ[DATABASE_URL_ENV])
     print(f"applied migrations: {applied or 'none (up to date)'}; Grafana reader role ready")
+    print(
+        f"business time zone of the views: {os.environ.get('METRICS_PLATFORM_BUSINESS_TIMEZONE') or 'UTC'}"
+    )
     return 0
 
 
