@@ -284,3 +284,38 @@ def test_sigterm_ends_the_run_it_interrupts(operator, store_url, prometheus_stub
     assert statuses == [("CANCELED",)], statuses
     # The store is consistent and usable: nothing was written for the hour.
     assert query(store_url, "SELECT count(*) FROM metrics.hourly_values") == [(0,)]
+
+
+def test_sigterm_while_a_year_is_being_planned_ends_the_run(operator, store_url):
+    """A year's run first records some 8,760 planned materializations per asset, which takes
+    a while: a SIGTERM then must not leave the run "not started" for good."""
+    process = subprocess.Popen(
+        [
+            *CLI,
+            "materialize",
+            "--select",
+            "group:product_db or group:crawlers or key:raw/events_hourly",
+            "--partitions",
+            "2025-01-01..2025-12-31",
+        ],
+        env=operator.env,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not query(store_url, "SELECT to_regclass('runs')")[0][0] or not query(
+            store_url, "SELECT status FROM runs"
+        ):
+            assert process.poll() is None, process.stdout.read()
+            assert time.monotonic() < deadline, "no run was created"
+            time.sleep(0.1)
+        process.send_signal(signal.SIGTERM)
+        out, _ = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            os.kill(process.pid, signal.SIGKILL)
+    assert process.returncode == 128 + signal.SIGTERM, out
+    assert query(store_url, "SELECT status FROM runs") == [("CANCELED",)]
