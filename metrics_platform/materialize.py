@@ -87,7 +87,7 @@ class Requested:
 
 
 def parse_partitions(text: str) -> Requested:
-    """Recognize one of the three forms (or a single key, day or hour)."""
+    """Recognize one of the three forms, or a single key, day or UTC hour."""
     text = text.strip()
     if "..." in text:
         first, _, last = text.partition("...")
@@ -106,6 +106,9 @@ def parse_partitions(text: str) -> Requested:
         if end <= start:
             raise UsageError(f"--partitions {text}: the end must be after the start")
         return Requested(text, "utc", start, end)
+    if not sep and _ISO_TIME.fullmatch(first):
+        start = _utc_time(first, text)
+        return Requested(text, "utc", start, start + timedelta(hours=1))  # that one hour
     if not sep:
         return Requested(text, "keys", first, first)
     raise UsageError(

@@ -95,7 +95,8 @@ def test_demo_backfills_a_year_of_history_and_the_partitions_are_filled(fresh_ho
         ["metrics", "daily_values"],
     ):
         done, total = materialized_partitions(fresh_home, key)
-        assert done == total and total >= 365, (key, done, total)
+        # (An hour, or a day, may have closed since the demo ran.)
+        assert total >= 365 and 0 <= total - done <= 1, (key, done, total)
 
     # Again: the database is kept, only what is missing is materialized.
     second = run_cli(fresh_home, "demo", "--no-ui")

@@ -350,12 +350,13 @@ def test_the_demo_year_is_filled_in_every_partitioned_asset(page, platform):
         first = min(start for start, _ in ranges)
         assert first.startswith(history_start), (key, first)
     done, total, first, last = partition_counts(platform, "metrics/hourly_values")
-    assert done == total >= 365 * 24 and first == f"{history_start}-00:00"
+    # Everything up to the demo's last hour (one more may have closed since it ran).
+    assert total >= 365 * 24 and total - done <= 1 and first == f"{history_start}-00:00"
 
     page.goto("/assets/metrics/hourly_values?view=partitions")
     expect(page.get_by_text(f"{total:,} Partitions Selected", exact=True)).to_be_visible()
-    expect(page.get_by_text(f"Materialized ({total})", exact=True)).to_be_visible()
-    expect(page.get_by_text("Missing (0)", exact=True)).to_be_visible()
+    expect(page.get_by_text(f"Materialized ({done})", exact=True)).to_be_visible()
+    expect(page.get_by_text(f"Missing ({total - done})", exact=True)).to_be_visible()
     expect(page.get_by_text("Failed (0)", exact=True)).to_be_visible()
     screenshot(page, "02-partitions-filled.png")
 
