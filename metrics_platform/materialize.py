@@ -16,7 +16,14 @@ Anything that cannot work (a selection that matches nothing, a key of the wrong 
 range for days) is refused before any run starts, with one line saying what to type instead.
 
 A step's outcome can ask for more steps: `execute_plan` runs every `FollowUp` after each step
-and queues what it returns right after that step (e.g. "then recompute these later partitions").
+and queues what it returns right after that step (e.g. "then recompute these later partitions"):
+
+    def later_hours(outcome: Outcome) -> list[Step]:
+        if outcome.step.name != "hourly sources" or not outcome.success:
+            return []
+        return [Step("later hours", outcome.step.keys, outcome.step.kind, next_range)]
+
+    FOLLOW_UPS.append(later_hours)
 """
 
 from __future__ import annotations

@@ -178,6 +178,13 @@ def test_a_selection_over_business_days_runs_hours_then_days(operator, store_url
         "(24 hours, UTC 2026-03-10T00:00Z..2026-03-11T00:00Z)",
         "daily sources, 2026-03-10 (1 day, UTC 2026-03-10T00:00Z..2026-03-11T00:00Z)",
     ]
+    # Every check execution planned for a partition of the range was resolved.
+    executions = query(
+        store_url,
+        "SELECT execution_status, count(*), count(DISTINCT partition) "
+        "FROM asset_check_executions GROUP BY 1",
+    )
+    assert [(status, n) for status, n, _ in executions] == [("SUCCEEDED", 24 + 1)], executions
 
 
 PARIS_HOURS = Kind(
