@@ -116,9 +116,10 @@ def _missing_range(instance, asset_key, partitions_def) -> tuple[str, str] | Non
     return following, last
 
 
-def backfill_history() -> None:
+def backfill_history(on_interrupt=None) -> None:
     """Materialize every hourly asset over the history that is not in yet, in one run, then
-    the days, in one more run; prints how long each took."""
+    the days, in one more run; prints how long each took. SIGINT or SIGTERM end the run under
+    way (canceled), then `on_interrupt()` runs and the process exits."""
     import dagster as dg
 
     from metrics_platform import materialize as runs
@@ -152,6 +153,7 @@ def backfill_history() -> None:
             ),
             instance,
             invocation,
+            on_interrupt,
         )
         took = time.monotonic() - began
         print(
@@ -221,7 +223,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
             f"seeded in {time.monotonic() - seeding:.0f} s" if seeded else "already seeded",
         )
     migrate_store(os.environ[DATABASE_URL_ENV])
-    backfill_history()
+    stop_server = server.stop if server is not None and not args.keep_db else None
+    backfill_history(on_interrupt=stop_server)
     print_summary(os.environ[DATABASE_URL_ENV])
     print(f"demo ready in {time.monotonic() - began:.0f} s")
     if args.no_ui:

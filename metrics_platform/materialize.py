@@ -492,13 +492,18 @@ def print_outcome(outcome: Outcome, verbose: bool = False) -> None:
 # --- interruption -----------------------------------------------------------------------------
 
 
-def run_until_signal(work: Callable[[], T], instance: dg.DagsterInstance, invocation: str) -> T:
+def run_until_signal(
+    work: Callable[[], T],
+    instance: dg.DagsterInstance,
+    invocation: str,
+    on_interrupt: Callable[[], None] | None = None,
+) -> T:
     """`work()` (which runs this command's runs), ended cleanly by SIGINT or SIGTERM.
 
     Dagster's in-process execution swallows both signals until the run ends, however long it
     takes, so the runs execute in a worker thread and this (main) thread keeps the signals:
-    on one, it marks every unfinished run of the command canceled in the instance and exits
-    (status 128 + the signal). A write under way is a transaction of the store's that the exit
+    on one, it marks every unfinished run of the command canceled in the instance, calls
+    `on_interrupt` and exits (status 128 + the signal). A write under way is a transaction of the store's that the exit
     aborts, so the store keeps its previous state (the IO manager's guarantee)."""
     outcome: dict[str, object] = {}
 
@@ -529,6 +534,8 @@ def run_until_signal(work: Callable[[], T], instance: dg.DagsterInstance, invoca
                     flush=True,
                 )
                 sys.stderr.flush()
+                if on_interrupt is not None:
+                    on_interrupt()
                 os._exit(128 + received[0])
     finally:
         for sig, handler in previous.items():

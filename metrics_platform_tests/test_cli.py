@@ -147,3 +147,45 @@ def test_demo_serves_the_dagster_ui_and_stops_everything_on_sigterm(fresh_home, 
     assert "embedded Postgres stopped" in demo.log.read_text()
     pg_data = Path(fresh_home["METRICS_PLATFORM_HOME"]) / "postgres"
     assert not (pg_data / "postmaster.pid").exists()
+
+
+def test_sigterm_during_the_demo_backfill_ends_its_run_and_stops_the_database(fresh_home):
+    from metrics_platform_tests.conftest import query
+
+    store = (
+        f"postgresql+psycopg2://metrics_platform@127.0.0.1:"
+        f"{fresh_home['METRICS_PLATFORM_EMBEDDED_PORT']}/metrics_platform"
+    )
+    process = subprocess.Popen(
+        [*CLI, "demo", "--no-ui"],
+        env=fresh_home,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 240
+        runs: list = []
+        while not runs:
+            assert process.poll() is None, process.stdout.read()
+            assert time.monotonic() < deadline, "the backfill's run never started"
+            try:
+                if query(store, "SELECT to_regclass('runs')")[0][0]:
+                    runs = query(store, "SELECT run_id FROM runs")
+            except Exception:  # noqa: BLE001 - the database or its tables are not there yet
+                pass
+            time.sleep(0.5)
+        process.send_signal(signal.SIGTERM)
+        out, _ = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode == 128 + signal.SIGTERM, out
+    assert "interrupted by SIGTERM: run " in out and "marked canceled" in out
+    pg_data = Path(fresh_home["METRICS_PLATFORM_HOME"]) / "postgres"
+    assert not (pg_data / "postmaster.pid").exists()
+    started = run_cli(fresh_home, "db", "start")
+    assert started.returncode == 0, started.stderr
+    assert query(store, "SELECT status FROM runs") == [("CANCELED",)]
