@@ -366,8 +366,10 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="metrics-platform", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    demo = commands.add_parser("demo", help="run the demo end to end and open the Dagster UI")
-    demo.add_argument("--no-ui", action="store_true", help="stop after materializing")
+    demo = commands.add_parser(
+        "demo", help="backfill a year of demo history and open the Dagster UI (dg dev)"
+    )
+    demo.add_argument("--no-ui", action="store_true", help="stop after the backfill")
     demo.add_argument("--port", type=int, default=3000, help="Dagster UI port (default 3000)")
     demo.add_argument(
         "--keep-db",
@@ -379,7 +381,11 @@ def main(argv: list[str] | None = None) -> int:
     db.add_argument("action", choices=["start", "stop"])
     db.set_defaults(func=cmd_db)
     run = commands.add_parser(
-        "materialize", help="materialize a selection for a partition or range; print row counts"
+        "materialize",
+        help="materialize a selection over a range: sources, then hourly values, then days",
+        description="Materialize a selection over a range, as the automation would: the "
+        "sources in one run (a failing source fails alone), then what is computed from them "
+        "each hour, then the days; prints rows in/out per asset and each failure's cause.",
     )
     run.add_argument(
         "--select",
