@@ -100,6 +100,8 @@ class BatchedPostgresEventLogStorage(PostgresEventLogStorage):
     def _run_range(self, run_id: str) -> str | None:
         """`A...B` when the run covers a range of several partitions, else None (cached)."""
         if run_id not in self._ranges:
+            if len(self._ranges) >= 1000:  # a long-lived process: keep the cache small
+                self._ranges.clear()
             try:
                 run = self._instance.get_run_by_id(run_id)
             except Exception:  # noqa: BLE001 - no instance registered: nothing to say
