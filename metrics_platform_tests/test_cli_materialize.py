@@ -90,6 +90,11 @@ def test_one_failing_source_fails_alone_and_the_hours_of_the_others_land(
     # The other sources and the hourly values of their hours landed, flagged incomplete.
     assert metric_families(store_url) == {"objects", "events"}
     assert "hourly values, 2026-03-10-00:00...2026-03-10-05:00 (6 hours" in out
+    assert query(
+        store_url,
+        "SELECT execution_status, count(DISTINCT partition) FROM asset_check_executions "
+        "WHERE check_name = 'every_expected_metric_present' GROUP BY 1",
+    ) == [("FAILED", 6)]  # each of the six hours flagged incomplete
     assert "2 runs, 1 FAILED" in out
 
 
