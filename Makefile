@@ -1,4 +1,5 @@
-# Two commands: `make demo` (set up, load the demo, open the Dagster UI) and `make test`.
+# Two commands: `make demo` (set up, backfill a year of demo history, open the Dagster UI via
+# `dg dev`) and `make test`.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -27,3 +28,5 @@ $(VENV)/.installed: setup.py
 clean:
 	-$(BIN)/metrics-platform db stop
 	rm -rf $(VENV) .metrics_platform
+	# Dagster's local files (compute logs...): DAGSTER_HOME is this folder.
+	rm -rf storage history logs schedules .logs_queue .nux .telemetry

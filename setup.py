@@ -1,6 +1,6 @@
 from setuptools import find_packages, setup
 
-# Dagster core and its libraries are released in lock-step: keep these three pins together.
+# Dagster core and its libraries are released in lock-step: keep these pins together.
 DAGSTER_VERSION = "1.13.27"
 DAGSTER_LIBRARY_VERSION = "0.29.27"
 
@@ -20,6 +20,8 @@ setup(
         f"dagster-webserver=={DAGSTER_VERSION}",
         f"dagster-graphql=={DAGSTER_VERSION}",
         f"dagster-postgres=={DAGSTER_LIBRARY_VERSION}",
+        # `dg`: Dagster's command line (`dg dev`, `dg launch`, `dg check defs`, `dg list defs`).
+        f"dagster-dg-cli=={DAGSTER_VERSION}",
         "pandas>=2.2",
         "sqlalchemy>=2.0",
         "psycopg2-binary>=2.9",

@@ -230,3 +230,42 @@ def test_a_day_rolls_up_once_complete_and_re_rolls_when_an_hour_changes(
             "SELECT value FROM metrics.daily_values_by_name WHERE metric = 'events.signup.count'",
         )
         assert after[0][0] == before[0][0] + 1
+
+
+def test_the_automation_does_not_redo_what_the_command_line_just_did(
+    store_url, product_url, monkeypatch
+):
+    """`metrics-platform materialize` runs sources, then hourly values, then days: separate
+    runs, yet the automation treats them as one and requests nothing they already computed;
+    a source landing from anywhere else still gets its hour recomputed."""
+    from metrics_platform import materialize as runs
+
+    monkeypatch.setenv(DATABASE_URL_ENV, store_url)
+    monkeypatch.setenv(PRODUCT_DATABASE_URL_ENV, product_url)
+    seed_product_database(
+        product_url, now=datetime(2026, 3, 12, tzinfo=timezone.utc), days=3, users=200
+    )
+    defs = build_definitions(SETTINGS)
+    with dg.instance_for_test() as instance:
+        result, _ = requested(defs, instance, None)
+        steps = runs.plan(defs, "key:raw/* or key:metrics/*", "2026-03-10..2026-03-10")
+        assert [step.name for step in steps] == [
+            "hourly sources",
+            "hourly values",
+            "daily sources",
+            "daily values",
+        ]
+        invocation = runs.new_invocation()
+        for step in steps:
+            assert runs.run_step(defs, step, instance, invocation=invocation).success
+        for _ in range(2):
+            result, asked = requested(defs, instance, result.cursor)
+            assert asked == {HOURLY_VALUES_KEY: set(), DAILY_VALUES_KEY: set()}
+            assert not result.get_requested_partitions(dg.AssetKey(["metrics", "hourly_kpis"]))
+
+        # A source re-landing one hour outside the command (its schedule's job) counts.
+        defs.resolve_job_def("product_db_hourly").execute_in_process(
+            instance=instance, partition_key="2026-03-10-05:00"
+        )
+        result, asked = requested(defs, instance, result.cursor)
+        assert asked[HOURLY_VALUES_KEY] == {"2026-03-10-05:00"}

@@ -3,8 +3,9 @@
 The same range runs (one that succeeds, one that fails) go to two Postgres instances: one with
 dagster-postgres's `PostgresEventLogStorage` and Dagster's default (unbatched) event writes, one
 with `BatchedPostgresEventLogStorage` as configured in `dagster.yaml`. Everything Dagster reads
-back must be the same: each run's events, materialized / failed partitions, check executions
-per partition, the assets' latest events. This is the test to run before moving the dagster or
+back must be the same (each run's events, materialized / failed partitions, the assets' latest
+events), except what the batched storage fixes on purpose: check executions of a range run are
+resolved per partition, and each partition's metadata says that it is the range's. This is the test to run before moving the dagster or
 dagster-postgres pins, since the class overrides their internals.
 """
 
@@ -167,6 +168,10 @@ def test_batched_storage_stores_what_dagster_postgres_stores(
         assert os.environ[EVENT_BATCH_SIZE_ENV] == "1000"  # batches reach the storage
         batched_seen = _what_dagster_reads(batched, _run_both_ranges(batched))
 
+    executions = {}
+    for seen in (reference_seen, batched_seen):
+        for key in [k for k in seen if k.endswith(" executions")]:
+            executions.setdefault(key, []).append(seen.pop(key))
     assert batched_seen == reference_seen
     # And what is seen is right: the first range materialized, the failed range shown failed.
     numbers_partitions = batched_seen[f"{numbers.key} partitions"]
@@ -175,9 +180,44 @@ def test_batched_storage_stores_what_dagster_postgres_stores(
         dg.PartitionKeyRange(*FAILING_RANGE)
     )
     assert numbers_partitions["in progress"] == []
-    executions = batched_seen[f"{next(iter(numbers.check_keys))} executions"]
-    planned = {partition for partition, status in executions if status == "PLANNED"}
-    assert len(planned) == 48 + 12  # one check row per partition of both runs
+
+    # Check executions: dagster-postgres records the range's one evaluation without a partition
+    # and leaves the 48 planned rows PLANNED; here each planned partition is resolved.
+    for check in [*numbers.check_keys, *doubled.check_keys]:
+        reference, batched = executions[f"{check} executions"]
+        assert (
+            reference[(None, "SUCCEEDED")] == 1
+            and len({p for p, status in reference if status == "PLANNED"}) == 48 + 12
+        )
+        assert batched[(None, "SUCCEEDED")] == 0
+        succeeded = {p for p, status in batched if status == "SUCCEEDED"}
+        assert succeeded == set(
+            HOURS.get_partition_keys_in_range(dg.PartitionKeyRange(*FIRST_RANGE))
+        )
+        # The failed run never evaluated its checks: its rows stay planned (Dagster shows them
+        # as not executed once the run has ended).
+        assert {p for p, status in batched if status == "PLANNED"} == set(
+            HOURS.get_partition_keys_in_range(dg.PartitionKeyRange(*FAILING_RANGE))
+        )
+
+
+def test_each_partition_of_a_range_says_its_metadata_is_the_range_s(tmp_path, postgres_server):
+    url = new_database(postgres_server, "events_metadata")
+    with _instance(
+        tmp_path, url, "metrics_platform.lib.event_log", "BatchedPostgresEventLogStorage"
+    ) as instance:
+        _run_both_ranges(instance)
+        single = dg.materialize([numbers], instance=instance, partition_key="2026-01-05-00:00")
+        assert single.success
+        records = instance.fetch_materializations(numbers.key, limit=1000).records
+    by_partition = {r.partition_key: r.asset_materialization.metadata for r in records}
+    first = by_partition["2026-01-01-07:00"]
+    assert first["partitions"].value == 48  # the range's figure, on each of its partitions
+    assert first["partition_range"].value == (
+        "2026-01-01-00:00...2026-01-02-23:00: the figures of this materialization are the "
+        "whole range's, written by one run; this partition is 2026-01-01-07:00"
+    )
+    assert "partition_range" not in by_partition["2026-01-05-00:00"]
 
 
 @pytest.mark.parametrize("preset", [None, "25"])

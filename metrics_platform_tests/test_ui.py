@@ -4,9 +4,11 @@ The platform is started the way a user starts it (`metrics-platform demo`, on a 
 folder with its own embedded Postgres), then Chromium, through Playwright, checks that:
 
 - the global asset lineage shows every asset inside the box of its group, as GraphQL reports it;
-- one hourly partition of a source asset, missing until then, can be launched from the asset's
-  Materialize dialog, its run succeeds through the instance's run queue, and the partition turns
-  green (materialized by that run).
+- the demo's year of history is there: every partition of every partitioned asset is
+  materialized, and the asset's partitions view says so (nothing missing);
+- one hourly partition of a source asset can be launched again from the asset's Materialize
+  dialog, its run succeeds through the instance's run queue, and the partition is green,
+  materialized by that run.
 
 Screenshots of every step are written to `test-artifacts/ui/` (git-ignored), with the demo's
 output in `demo.log` there. Chromium is Debian's `/usr/bin/chromium`; without it or without the
@@ -48,7 +50,7 @@ CHROMIUM_ARGS = [
 ]
 VIEWPORT = {"width": 1920, "height": 1200}
 
-# Seconds: the demo loads two days before serving the UI; runs wait in the instance's queue.
+# Seconds: the demo backfills a year before serving the UI; runs wait in the instance's queue.
 STARTUP_TIMEOUT = 420
 RUN_TIMEOUT = 300
 UI_TIMEOUT_MS = 60_000
@@ -322,16 +324,54 @@ def partition_dot(page: Page, partition: str):
     return row.locator("[style*='border-radius: 100%']")
 
 
+PARTITIONED_ASSETS = list(EXPECTED_GROUPS)  # every asset of the demo is partitioned
+
+
+def partition_counts(platform: Demo, key: str) -> tuple[int, int, str, str]:
+    """(materialized, total, first key, last key) of an asset, as GraphQL reports them."""
+    query = """query ($path: [String!]!) { assetNodeOrError(assetKey: {path: $path}) {
+        ... on AssetNode { partitionKeysByDimension { partitionKeys } } } }"""
+    node = platform.graphql(query, {"path": key.split("/")})["assetNodeOrError"]
+    keys = node["partitionKeysByDimension"][0]["partitionKeys"]
+    ranges = materialized_ranges(platform, key)
+    materialized = sum(1 for k in keys if is_materialized_in(ranges, k))
+    return materialized, len(keys), keys[0], keys[-1]
+
+
+def is_materialized_in(ranges: list[tuple[str, str]], partition: str) -> bool:
+    return any(start <= partition <= end for start, end in ranges)
+
+
+def test_the_demo_year_is_filled_in_every_partitioned_asset(page, platform):
+    history_start = re.search(r"^history: from (\S+)", platform.log.read_text(), re.M).group(1)
+    for key in PARTITIONED_ASSETS:
+        ranges = materialized_ranges(platform, key)
+        assert ranges, f"no partition of {key} is materialized"
+        first = min(start for start, _ in ranges)
+        assert first.startswith(history_start), (key, first)
+    done, total, first, last = partition_counts(platform, "metrics/hourly_values")
+    # Everything up to the demo's last hour (one more may have closed since it ran).
+    assert total >= 365 * 24 and total - done <= 1 and first == f"{history_start}-00:00"
+
+    page.goto("/assets/metrics/hourly_values?view=partitions")
+    expect(page.get_by_text(f"{total:,} Partitions Selected", exact=True)).to_be_visible()
+    expect(page.get_by_text(f"Materialized ({done})", exact=True)).to_be_visible()
+    expect(page.get_by_text(f"Missing ({total - done})", exact=True)).to_be_visible()
+    expect(page.get_by_text("Failed (0)", exact=True)).to_be_visible()
+    screenshot(page, "02-partitions-filled.png")
+
+
 def test_launch_one_partition_from_the_ui_and_see_it_materialized(page, platform):
-    # The hour just before the demo's two days: recent, and not materialized yet.
+    # A day before the latest hour (the launch dialog offers the last 90 days): materialized
+    # by the demo's backfill.
     ranges = materialized_ranges(platform, HOURLY_ASSET)
     assert ranges, f"the demo materialized no partition of {HOURLY_ASSET}"
-    first = min(start for start, _ in ranges)
-    partition = (datetime.strptime(first, HOUR_FORMAT) - timedelta(hours=1)).strftime(HOUR_FORMAT)
-    assert not is_materialized(platform, HOURLY_ASSET, partition)
-    assert materializing_runs(platform, HOURLY_ASSET, partition) == []
+    latest = datetime.strptime(max(end for _, end in ranges), HOUR_FORMAT)
+    partition = (latest - timedelta(days=1)).strftime(HOUR_FORMAT)
+    before = materializing_runs(platform, HOURLY_ASSET, partition)
+    assert len(before) == 1
 
-    # The asset page, then the partition, still missing (grey).
+    # The asset page, then the partition, green.
     page.goto("/")
     navigation(page, "Catalog").click()
     # The catalog links each asset to its group's lineage.
@@ -343,11 +383,11 @@ def test_launch_one_partition_from_the_ui_and_see_it_materialized(page, platform
     expect(page.get_by_text("Latest materialization", exact=True)).to_be_visible()
     expect(page.get_by_text("Group", exact=True)).to_be_visible()
     expect(page.get_by_text(EXPECTED_GROUPS[HOURLY_ASSET], exact=True)).to_be_visible()
-    screenshot(page, "02-asset-page.png")
+    screenshot(page, "03-asset-page.png")
     open_partition(page, HOURLY_ASSET, partition)
-    expect(partition_dot(page, partition)).to_have_attribute("style", re.compile("accent-gray"))
-    expect(page.get_by_text("Materialized", exact=True)).to_have_count(0)
-    screenshot(page, "03-partition-missing.png")
+    expect(partition_dot(page, partition)).to_have_attribute("style", re.compile("accent-green"))
+    expect(page.locator(f'a[href^="/runs/{before[0]}"]').first).to_be_visible()
+    screenshot(page, "03-partition-from-the-backfill.png")
 
     # Materialize → that one partition → Launch.
     page.get_by_role("button", name=re.compile("Materialize…")).click()
@@ -379,7 +419,9 @@ def test_launch_one_partition_from_the_ui_and_see_it_materialized(page, platform
 
     # The partition is green, materialized by that run.
     assert is_materialized(platform, HOURLY_ASSET, partition)
-    assert materializing_runs(platform, HOURLY_ASSET, partition) == [run_id]
+    assert sorted(materializing_runs(platform, HOURLY_ASSET, partition)) == sorted(
+        [*before, run_id]
+    )
     open_partition(page, HOURLY_ASSET, partition)
     expect(partition_dot(page, partition)).to_have_attribute("style", re.compile("accent-green"))
     expect(page.get_by_text("Materialized", exact=True)).to_be_visible()

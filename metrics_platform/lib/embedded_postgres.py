@@ -4,7 +4,11 @@ Used when no database is configured (the demo) and by the test suite. It runs th
 PostgreSQL server binaries (`initdb`, `pg_ctl`), found on PATH, through `pg_config --bindir` or
 under Debian's `/usr/lib/postgresql/<version>/bin`. The cluster lives in a folder of the project,
 listens on 127.0.0.1 and on a Unix socket inside its data folder, and trusts local connections
-only. PostgreSQL refuses to run as root: as root, the server runs as the `postgres` system user.
+only. PostgreSQL refuses to run as root: as root, the server runs as the `postgres` system user,
+who must be able to enter every folder above the data folder; when it cannot (a home under a
+private folder, as `mktemp -d` makes them), starting says so in one line, with the command that
+fixes it, before running anything. A server that does not start is reported the same way, with
+the last lines of its log.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import os
 import pwd
 import shutil
 import socket
+import stat
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -21,7 +26,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from metrics_platform.lib.errors import ConfigurationError
+from metrics_platform.lib.errors import ConfigurationError, DatabaseUnavailableError
 
 SUPERUSER = "metrics_platform"
 
@@ -106,8 +111,40 @@ class EmbeddedPostgres:
     def _checked(self, *args: str) -> None:
         out = self._run(*args)
         if out.returncode != 0:
-            raise RuntimeError(
-                f"{args[0]} failed ({out.returncode}): {out.stderr.strip() or out.stdout.strip()}"
+            said = (out.stderr.strip() or out.stdout.strip()).splitlines()
+            log = self.data_dir / "server.log"
+            if args[0] == "pg_ctl" and log.exists():
+                said = log.read_text(errors="replace").splitlines()[-5:]
+            reason = " / ".join(line.strip() for line in said if line.strip())[-500:]
+            action = "initialize" if args[0] == "initdb" else "start"
+            raise DatabaseUnavailableError(
+                f"the embedded Postgres in {self.data_dir} did not {action} ({args[0]} exited "
+                f"with {out.returncode}): {reason}; or set METRICS_PLATFORM_DATABASE_URL to an "
+                "existing server"
+            )
+
+    def _check_reachable(self) -> None:
+        """As root, the server runs as `postgres`: every folder above the data folder must let
+        that user in (execute permission), or initdb fails with "Permission denied"."""
+        if self._run_as is None:
+            return
+        groups = set(os.getgrouplist(self._run_as.pw_name, self._run_as.pw_gid))
+        for folder in reversed(self.data_dir.parents):
+            if not folder.exists():
+                break
+            info = folder.stat()
+            mode = info.st_mode
+            if (
+                (info.st_uid == self._run_as.pw_uid and mode & stat.S_IXUSR)
+                or (info.st_gid in groups and mode & stat.S_IXGRP)
+                or mode & stat.S_IXOTH
+            ):
+                continue
+            raise ConfigurationError(
+                f"the embedded Postgres runs as the `postgres` user (PostgreSQL refuses root), "
+                f"who cannot enter {folder} ({stat.filemode(mode)}): run `chmod o+x {folder}`, "
+                "or set METRICS_PLATFORM_HOME to a folder it can reach, or "
+                "METRICS_PLATFORM_DATABASE_URL to an existing server"
             )
 
     @property
@@ -121,6 +158,7 @@ class EmbeddedPostgres:
         )
 
     def init(self) -> None:
+        self._check_reachable()
         if self.initialized:
             return
         self.data_dir.mkdir(parents=True, exist_ok=True)

@@ -19,6 +19,16 @@ Batches only reach an event log storage when `DAGSTER_EVENT_BATCH_SIZE` is set i
 that runs the job; this storage sets it to 1,000 in its own process unless it is already set,
 so that a run worker configured with this storage batches whatever launched it.
 
+Two things it stores differently, on purpose:
+
+- A range run evaluates each check once for its whole range, without a partition, while its
+  planned rows are one per partition: dagster-postgres then adds a row without a partition and
+  leaves every planned row PLANNED for good. Here the evaluation resolves the run's planned
+  rows of that check, each keeping its partition (`_update_asset_check_evaluation`).
+- A range run's materializations, one per partition, all carry the run's metadata (rows read
+  and written for the whole range): each one gets a `partition_range` entry saying that its
+  figures are the range's, naming the range (`_describe_range`).
+
 The class overrides internals of `dagster_postgres.PostgresEventLogStorage` (`store_event_batch`
 and `_store_asset_check_evaluation_planned`) and relies on helpers of `SqlEventLogStorage`:
 valid for the pinned dagster / dagster-postgres versions; `test_event_log.py` compares what it
@@ -32,7 +42,13 @@ import os
 from collections.abc import Sequence
 from typing import cast
 
-from dagster._core.events import AssetCheckEvaluationPlanned, DagsterEventType
+from dagster import MetadataValue
+from dagster._core.events import (
+    AssetCheckEvaluation,
+    AssetCheckEvaluationPlanned,
+    DagsterEventType,
+    StepMaterializationData,
+)
 from dagster._core.events.log import EventLogEntry
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 from dagster._core.storage.event_log.schema import (
@@ -44,6 +60,8 @@ from dagster_postgres.event_log import PostgresEventLogStorage
 from dagster_postgres.utils import get_token_provider_from_config, pg_url_from_config
 
 EVENT_BATCH_SIZE_ENV = "DAGSTER_EVENT_BATCH_SIZE"
+RANGE_TAGS = ("dagster/asset_partition_range_start", "dagster/asset_partition_range_end")
+RANGE_METADATA_KEY = "partition_range"
 DEFAULT_EVENT_BATCH_SIZE = "1000"
 
 # Event types written here with one executemany per batch; other batched types (failures to
@@ -67,6 +85,7 @@ class BatchedPostgresEventLogStorage(PostgresEventLogStorage):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         os.environ.setdefault(EVENT_BATCH_SIZE_ENV, DEFAULT_EVENT_BATCH_SIZE)
+        self._ranges: dict[str, str | None] = {}
 
     @classmethod
     def from_config_value(cls, inst_data, config_value):
@@ -77,6 +96,48 @@ class BatchedPostgresEventLogStorage(PostgresEventLogStorage):
             should_autocreate_tables=config_value.get("should_autocreate_tables", True),
             token_provider=get_token_provider_from_config(config_value),
         )
+
+    def _run_range(self, run_id: str) -> str | None:
+        """`A...B` when the run covers a range of several partitions, else None (cached)."""
+        if run_id not in self._ranges:
+            if len(self._ranges) >= 1000:  # a long-lived process: keep the cache small
+                self._ranges.clear()
+            try:
+                run = self._instance.get_run_by_id(run_id)
+            except Exception:  # noqa: BLE001 - no instance registered: nothing to say
+                run = None
+            tags = run.tags if run is not None else {}
+            start, end = (tags.get(tag) for tag in RANGE_TAGS)
+            self._ranges[run_id] = f"{start}...{end}" if start and end and start != end else None
+        return self._ranges[run_id]
+
+    def _describe_range(self, event: EventLogEntry) -> EventLogEntry:
+        """A range run's materialization with a `partition_range` entry in its metadata."""
+        dagster_event = event.get_dagster_event()
+        if dagster_event.event_type != DagsterEventType.ASSET_MATERIALIZATION:
+            return event
+        keys = self._run_range(event.run_id)
+        data = cast(StepMaterializationData, dagster_event.event_specific_data)
+        materialization = data.materialization
+        if keys is None or materialization.partition is None:
+            return event
+        described = materialization.with_metadata(
+            {
+                **materialization.metadata,
+                RANGE_METADATA_KEY: MetadataValue.text(
+                    f"{keys}: the figures of this materialization are the whole range's, "
+                    f"written by one run; this partition is {materialization.partition}"
+                ),
+            }
+        )
+        return event._replace(
+            dagster_event=dagster_event._replace(
+                event_specific_data=data._replace(materialization=described)
+            )
+        )
+
+    def store_event(self, event: EventLogEntry) -> None:
+        super().store_event(self._describe_range(event) if event.is_dagster_event else event)
 
     def store_event_batch(self, events: Sequence[EventLogEntry]) -> None:
         # A run's planned events arrive in one batch with its planned checks: keep the order,
@@ -93,6 +154,7 @@ class BatchedPostgresEventLogStorage(PostgresEventLogStorage):
         """The events' rows with one executemany (a statement SQLAlchemy compiles once, not a
         VALUES list of the batch's size), then, in one transaction, their tags and each asset's
         latest event in the asset table: what `store_event` does for each of them."""
+        events = [self._describe_range(event) for event in events]
         rows = [self._event_to_row(event) for event in events]
         with self._connect() as conn:
             result = conn.execute(
@@ -132,3 +194,37 @@ class BatchedPostgresEventLogStorage(PostgresEventLogStorage):
                 AssetCheckExecutionsTable.insert(),
                 [{**common, "partition": partition_key} for partition_key in partition_keys],
             )
+
+    def _update_asset_check_evaluation(self, event: EventLogEntry, event_id: int | None) -> None:
+        """An evaluation without a partition, in a run that planned the check per partition
+        (a range run), resolves each of those planned rows; anything else as dagster-postgres."""
+        evaluation = cast(AssetCheckEvaluation, event.get_dagster_event().event_specific_data)
+        if evaluation.partition is not None:
+            return super()._update_asset_check_evaluation(event, event_id)
+        table = AssetCheckExecutionsTable
+        status = (
+            AssetCheckExecutionRecordStatus.SUCCEEDED
+            if evaluation.passed
+            else AssetCheckExecutionRecordStatus.FAILED
+        )
+        target = evaluation.target_materialization_data
+        with self.index_connection() as conn:
+            resolved = conn.execute(
+                table.update()
+                .where(
+                    table.c.asset_key == evaluation.asset_key.to_string(),
+                    table.c.check_name == evaluation.check_name,
+                    table.c.run_id == event.run_id,
+                    table.c.partition.isnot(None),
+                    table.c.execution_status == AssetCheckExecutionRecordStatus.PLANNED.value,
+                )
+                .values(
+                    execution_status=status.value,
+                    evaluation_event=serialize_value(event),
+                    evaluation_event_timestamp=self._event_insert_timestamp(event),
+                    evaluation_event_storage_id=event_id,
+                    materialization_event_storage_id=target.storage_id if target else None,
+                )
+            ).rowcount
+        if not resolved:
+            super()._update_asset_check_evaluation(event, event_id)

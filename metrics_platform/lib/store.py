@@ -253,6 +253,70 @@ MIGRATIONS: Sequence[tuple[int, str, str]] = (
             'every later one (cumulative counts, gauges read from a history).';
         """,
     ),
+    (
+        6,
+        "views v2 whose time columns say their zone, with the business day of every hour",
+        """
+        -- The business time zone the views use, recorded by `metrics-platform migrate` from
+        -- METRICS_PLATFORM_BUSINESS_TIMEZONE (UTC until then).
+        CREATE TABLE metrics.business_calendar (
+            one       boolean PRIMARY KEY DEFAULT true CHECK (one),
+            time_zone text NOT NULL DEFAULT 'UTC'
+        );
+        INSERT INTO metrics.business_calendar DEFAULT VALUES;
+
+        CREATE VIEW metrics.hourly_values_by_name_v2 AS
+        SELECT m.name AS metric,
+               v.hour AS time_utc,
+               (v.hour AT TIME ZONE 'UTC')::date AS date_utc,
+               extract(hour FROM v.hour AT TIME ZONE 'UTC')::integer AS hour_utc,
+               (v.hour AT TIME ZONE c.time_zone)::date AS business_date,
+               extract(hour FROM v.hour AT TIME ZONE c.time_zone)::integer AS business_hour,
+               c.time_zone AS business_timezone,
+               v.value
+        FROM (SELECT metric_id, hour, value FROM metrics.hourly_values
+              UNION ALL
+              SELECT metric_id, hour, value FROM metrics.hourly_kpis) v
+        JOIN metrics.metric m ON m.id = v.metric_id
+        CROSS JOIN metrics.business_calendar c;
+
+        CREATE VIEW metrics.daily_values_by_name_v2 AS
+        SELECT m.name AS metric,
+               v.day AS business_date,
+               c.time_zone AS business_timezone,
+               (v.day::timestamp AT TIME ZONE c.time_zone) AS start_utc,
+               ((v.day + 1)::timestamp AT TIME ZONE c.time_zone) AS end_utc,
+               v.value
+        FROM (SELECT metric_id, day, value FROM metrics.daily_values
+              UNION ALL
+              SELECT metric_id, day, value FROM metrics.daily_kpis) v
+        JOIN metrics.metric m ON m.id = v.metric_id
+        CROSS JOIN metrics.business_calendar c;
+
+        COMMENT ON COLUMN metrics.hourly_values_by_name_v2.time_utc IS
+            'start of the hour (timestamptz; shown in the session time zone, UTC for the platform)';
+        COMMENT ON COLUMN metrics.hourly_values_by_name_v2.date_utc IS 'UTC date of the hour';
+        COMMENT ON COLUMN metrics.hourly_values_by_name_v2.hour_utc IS 'UTC hour of day, 0-23';
+        COMMENT ON COLUMN metrics.hourly_values_by_name_v2.business_date IS
+            'business day of the hour, in business_timezone (the day of daily_values)';
+        COMMENT ON COLUMN metrics.hourly_values_by_name_v2.business_hour IS
+            'hour of day in business_timezone, 0-23 (twice the same on the autumn change)';
+        COMMENT ON COLUMN metrics.daily_values_by_name_v2.business_date IS
+            'business day, in business_timezone';
+        COMMENT ON COLUMN metrics.daily_values_by_name_v2.start_utc IS
+            'start of the business day (timestamptz)';
+        COMMENT ON COLUMN metrics.daily_values_by_name_v2.end_utc IS
+            'end of the business day, excluded (timestamptz)';
+        -- The first views stay as they are for the dashboards; their comments say the zones.
+        COMMENT ON COLUMN metrics.hourly_values_by_name.time IS
+            'start of the hour (timestamptz); see hourly_values_by_name_v2';
+        COMMENT ON COLUMN metrics.hourly_values_by_name.date IS
+            'UTC date of the hour (not the business day: see hourly_values_by_name_v2)';
+        COMMENT ON COLUMN metrics.hourly_values_by_name.hour IS 'UTC hour of day, 0-23';
+        COMMENT ON COLUMN metrics.daily_values_by_name.date IS
+            'business day (METRICS_PLATFORM_BUSINESS_TIMEZONE)';
+        """,
+    ),
 )
 
 

@@ -18,6 +18,7 @@ from datetime import datetime, timedelta, timezone
 
 import dagster as dg
 
+from metrics_platform.defs.automation.conditions import automation_condition_sensor
 from metrics_platform.defs.partitions import hourly_partitions
 from metrics_platform.defs.sources.registry import SourceDefinition
 from metrics_platform.lib.errors import ConfigurationError
@@ -137,7 +138,7 @@ def build_schedules(
     ]
 
 
-automation_sensor = dg.AutomationConditionSensorDefinition(
+automation_sensor = automation_condition_sensor(
     "metrics_automation",
     target=dg.AssetSelection.all(),
     default_status=dg.DefaultSensorStatus.RUNNING,
