@@ -10,6 +10,8 @@ import dagster as dg
 import requests
 from pydantic import Field
 
+from metrics_platform.lib.alert_rules import METRIC_ALERT_METADATA
+
 WEBHOOK_ENV = "METRICS_PLATFORM_ALERT_WEBHOOK_URL"
 UI_URL_ENV = "METRICS_PLATFORM_UI_URL"
 RANGE_TAGS = ("dagster/asset_partition_range_start", "dagster/asset_partition_range_end")
@@ -95,6 +97,8 @@ def check_failure_alerts(context: dg.RunStatusSensorContext, alert_webhook: Aler
     failures = []
     for record in records:
         evaluation = record.dagster_event.event_specific_data
+        if METRIC_ALERT_METADATA in evaluation.metadata:  # posted once per episode by itself
+            continue
         if not evaluation.passed:
             failures.append(
                 (
