@@ -9,6 +9,7 @@ import random
 import statistics
 import subprocess
 import sys
+import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -38,6 +39,14 @@ from metrics_platform.lib.errors import ConfigurationError
 from metrics_platform.lib.settings import DEFAULT_CONFIG, load_settings
 from metrics_platform_tests import test_alerts
 from metrics_platform_tests.conftest import RANGE_TAGS, execute, query
+from metrics_platform_tests.processes import (
+    BIN,
+    REPO,
+    daemon_log,
+    dagster_daemon,
+    instance_env,
+    instance_home,
+)
 
 UTC = timezone.utc
 ROOT = Path(__file__).resolve().parents[1]
@@ -471,3 +480,79 @@ def test_the_provisioned_alert_rules_have_grafanas_shape():
         == len(set(uids))
         == len(alert_rules.rules_from_settings(load_settings(DEFAULT_CONFIG)))
     )
+
+
+# --- With the real daemon -----------------------------------------------------------------------
+
+
+def test_the_daemon_evaluates_the_alerts_when_an_hour_lands(store_url, product_url, receiver):
+    """A source lands an hour (a run of its own); the `metrics_automation` sensor then requests
+    the hourly values and their alert checks, and the webhook gets the alert once: a second
+    hour keeps the episode open without a second message."""
+    url, received = receiver
+    now = datetime.now(UTC)
+    seed_product_database(product_url, now=now, days=1, users=100)
+    first = (now - timedelta(hours=3)).replace(minute=0, second=0, microsecond=0)
+    home = instance_home("metrics_platform_alerts_")
+    settings = {
+        "product_db": {"tables": [{"table": "users", "created_at_column": "created_at"}]},
+        # No scheduled tick during the test: the runs come from the test and the automation.
+        "schedule": {"lag_minutes": {"default": (now.minute + 30) % 60}},
+        "alerts": [
+            {"name": "users_exist", "metric": "objects.users.count", "operator": ">", "value": 0}
+        ],
+    }
+    env = {**instance_env(home, settings, store_url, product_url), WEBHOOK_ENV: url}
+
+    def land(hour: datetime) -> None:
+        done = subprocess.run(
+            [
+                str(BIN / "dagster"),
+                "asset",
+                "materialize",
+                "-m",
+                "metrics_platform.definitions",
+                "--select",
+                "key:raw/product_db_row_counts",
+                "--partition",
+                f"{hour:%Y-%m-%d-%H:%M}",
+            ],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+
+    def wait_for(condition, what: str, deadline: float):
+        while not condition():
+            assert daemon.poll() is None, daemon_log(home)
+            assert time.monotonic() < deadline, (
+                f"{what} did not happen in time:\n{daemon_log(home)}"
+            )
+            time.sleep(3)
+
+    def last_period():
+        rows = query(store_url, "SELECT last_period FROM metrics.alert_episodes")
+        return rows[0][0] if rows else None
+
+    with dagster_daemon(home, env) as daemon:
+        deadline = time.monotonic() + 480
+        land(first)
+        wait_for(lambda: received, "the alert", deadline)
+        assert last_period() == first
+        land(first + timedelta(hours=1))
+        wait_for(
+            lambda: last_period() == first + timedelta(hours=1), "the second evaluation", deadline
+        )
+        launched = query(
+            store_url,
+            "SELECT DISTINCT t.value FROM run_tags t JOIN runs r ON r.run_id = t.run_id "
+            "WHERE t.key = 'dagster/sensor_name' AND r.status = 'SUCCESS'",
+        )
+    assert ("metrics_automation",) in launched
+    texts = [
+        r["json"]["text"] for r in received if r["json"]["text"].startswith(":rotating_light:")
+    ]
+    assert len(texts) == 1 and f"hour {first:%Y-%m-%dT%H:%M}Z" in texts[0]
