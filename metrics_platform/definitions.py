@@ -26,7 +26,14 @@ from metrics_platform.defs.metrics.assets import (
 from metrics_platform.defs.metrics.kpis import build_kpi_assets, parse_kpis
 from metrics_platform.defs.monitor import build_monitor
 from metrics_platform.defs.resources import shared_resources
-from metrics_platform.defs.sources import crawlers, events, ga4, product_db, prometheus
+from metrics_platform.defs.sources import (
+    crawlers,
+    events,
+    ga4,
+    product_db,
+    prometheus,
+    retention,
+)
 from metrics_platform.defs.sources.registry import SourceDefinition
 from metrics_platform.lib.errors import ConfigurationError
 from metrics_platform.lib.settings import load_settings, section
@@ -38,6 +45,7 @@ SOURCE_BUILDERS = {
     events.SOURCE: events.build_source,
     ga4.SOURCE: ga4.build_source,
     prometheus.SOURCE: prometheus.build_source,
+    retention.SOURCE: retention.build_source,
 }
 
 

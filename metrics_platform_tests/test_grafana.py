@@ -24,6 +24,7 @@ import yaml
 
 from metrics_platform.definitions import build_definitions
 from metrics_platform.lib.database import DATABASE_URL_ENV, PRODUCT_DATABASE_URL_ENV, connect
+from metrics_platform.lib.demo_activity import seed_user_activity
 from metrics_platform.lib.demo_data import seed_product_database
 from metrics_platform.lib.errors import ConfigurationError
 from metrics_platform.lib.grafana_macros import (
@@ -68,6 +69,7 @@ SETTINGS = {
             for t in ("users", "profiles", "api_keys")
         ]
     },
+    "retention": {"activity_table": "user_activity"},
 }
 READER = "grafana_reader"
 
@@ -201,6 +203,7 @@ def demo_store(postgres_server) -> str:
     store = new_store(postgres_server, "grafana_store")
     product = new_database(postgres_server, "grafana_product")
     seed_product_database(product, now=NOW, days=5, users=1000)
+    seed_user_activity(product, now=NOW)
     quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
     with pytest.MonkeyPatch.context() as env:
         env.setenv(DATABASE_URL_ENV, store)
@@ -946,7 +949,7 @@ def paris_store(postgres_server) -> str:
         "platform.hour_complete": "sum",
         "platform.day_complete": "recomputed",
         "kpi.acquisition_to_activation_rate": "recomputed",
-        "retention.cohort.users": "recomputed",
+        "users.signed_up": "sum",
         "retention.d1.users": "recomputed",
         "retention.d1": "recomputed",
     }
@@ -978,7 +981,7 @@ def paris_store(postgres_server) -> str:
             "platform.hour_complete": hours,
             "platform.day_complete": 1,
             "kpi.acquisition_to_activation_rate": signups / new_users,
-            "retention.cohort.users": signups,
+            "users.signed_up": signups,
             "retention.d1.users": signups // 2,
             "retention.d1": (signups // 2) / signups,
         }
@@ -1000,10 +1003,7 @@ def paris_store(postgres_server) -> str:
         "%s::float8[])",
         tuple(map(list, zip(*hourly))),
     )
-    kpi = {
-        ids["kpi.acquisition_to_activation_rate"],
-        *(ids[m] for m in metrics if m.startswith("retention.")),
-    }
+    kpi = {ids["kpi.acquisition_to_activation_rate"]}
     for table, rows in (
         ("daily_values", [r for r in daily if r[0] not in kpi]),
         ("daily_kpis", [r for r in daily if r[0] in kpi]),
@@ -1102,3 +1102,16 @@ def test_every_provisioned_alert_rule_runs_as_the_reader(demo_store):
         columns, rows = run(as_user(demo_store, READER), sql)
         assert columns == ["metric", "breached"], rule["uid"]
         assert rows == [(rule["labels"]["metric"], rows[0][1])] and rows[0][1] in (0, 1)
+
+
+def test_retention_in_the_range_is_a_ratio_of_the_cohorts_totals(paris_store):
+    """Cohorts of 1 and 100 users (28 and 29 March, Paris): 0 + 50 returned the next day, so
+    D1 is 50/101, not the mean of 0 and 0.5."""
+    (panel,) = [
+        p
+        for p in query_panels(load(GRAFANA / "dashboards" / "business.json"))
+        if p["title"] == "Retention in the range"
+    ]
+    time_range = TimeRange(paris_day(date(2026, 3, 28))[0], paris_day(date(2026, 3, 29))[1])
+    _, [(d1, d7, d30)] = run_panel(as_user(paris_store, READER), "business.json", panel, time_range)
+    assert d1 == pytest.approx(50 / 101) and d7 is None and d30 is None

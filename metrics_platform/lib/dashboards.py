@@ -387,6 +387,18 @@ def sum_per_interval(metric: str) -> str:
     """
 
 
+def daily_per_metric(series: str, metrics: Sequence[str]) -> str:
+    """The daily values of `metrics`, each at its business day's start, one series by `series`
+    (a SELECT expression named metric)."""
+    names = ", ".join(f"'{name}'" for name in metrics)
+    return f"""
+        SELECT time, {series}, value
+        FROM {DAILY_SERIES}
+        WHERE $__timeFilter(time) AND metric = ANY(ARRAY[{names}]::text[])
+        ORDER BY 1, 2
+    """
+
+
 LATENCY_P50_DAILY = f"""
     SELECT time, split_part(metric, '.', 2) AS metric, value
     FROM {DAILY_SERIES}
@@ -451,13 +463,7 @@ def business() -> models.Dashboard:
         TimeSeries(
             "Acquisition per day",
             "GA4 sessions, new users and active users per business day.",
-            f"""
-            SELECT time, metric, value
-            FROM {DAILY_SERIES}
-            WHERE $__timeFilter(time)
-              AND metric = ANY(ARRAY['ga.sessions', 'ga.new_users', 'ga.active_users']::text[])
-            ORDER BY 1, 2
-            """,
+            daily_per_metric("metric", ("ga.sessions", "ga.new_users", "ga.active_users")),
             width=16,
             interval="1d",
             bars=True,
@@ -515,6 +521,49 @@ def business() -> models.Dashboard:
             width=8,
             unit="percentunit",
             decimals=1,
+        ),
+        Row("Retention of sign-up cohorts"),
+        TimeSeries(
+            "Retention per cohort",
+            "Of the users who signed up on each business day (the point at the day's start), "
+            "the share active again 1, 7 and 30 days later (retention.d1 / d7 / d30). A "
+            "cohort's D7 appears once its seventh day has closed.",
+            daily_per_metric(
+                "upper(split_part(metric, '.', 2)) AS metric",
+                ("retention.d1", "retention.d7", "retention.d30"),
+            ),
+            width=16,
+            unit="percentunit",
+            interval="1d",
+            no_value="no retention data",
+        ),
+        Stat(
+            "Retention in the range",
+            "Of the users who signed up on the range's business days, the share active again "
+            "1, 7 and 30 days later: the cohorts' returning users over their sizes (only the "
+            "cohorts whose day N has closed), never a mean of daily shares.",
+            f"""
+            WITH cohorts AS (
+                SELECT date,
+                       max(value) FILTER (WHERE metric = 'users.signed_up') AS size,
+                       max(value) FILTER (WHERE metric = 'retention.d1.users') AS d1,
+                       max(value) FILTER (WHERE metric = 'retention.d7.users') AS d7,
+                       max(value) FILTER (WHERE metric = 'retention.d30.users') AS d30
+                FROM {DAILY_SERIES}
+                WHERE $__timeFilter(time) AND time < $__timeTo()
+                  AND metric = ANY(ARRAY['users.signed_up', 'retention.d1.users',
+                                         'retention.d7.users', 'retention.d30.users']::text[])
+                GROUP BY date
+            )
+            SELECT sum(d1) / nullif(sum(size) FILTER (WHERE d1 IS NOT NULL), 0) AS "D1",
+                   sum(d7) / nullif(sum(size) FILTER (WHERE d7 IS NOT NULL), 0) AS "D7",
+                   sum(d30) / nullif(sum(size) FILTER (WHERE d30 IS NOT NULL), 0) AS "D30"
+            FROM cohorts
+            """,
+            width=8,
+            unit="percentunit",
+            decimals=1,
+            no_value="no retention data",
         ),
         Row("Users, profiles and API keys"),
         TimeSeries(
