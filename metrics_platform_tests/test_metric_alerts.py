@@ -5,6 +5,7 @@ a real run, and Grafana's provisioned rules generated from the same settings."""
 
 from __future__ import annotations
 
+import json
 import random
 import statistics
 import subprocess
@@ -36,6 +37,8 @@ from metrics_platform.lib.alert_rules import MAD_SCALE, parse_alerts, parse_rule
 from metrics_platform.lib.database import DATABASE_URL_ENV, PRODUCT_DATABASE_URL_ENV, connect
 from metrics_platform.lib.demo_data import seed_product_database
 from metrics_platform.lib.errors import ConfigurationError
+from metrics_platform.lib.grafana_macros import TimeRange, expand
+from metrics_platform.lib.grafana_role import ensure_reader_role
 from metrics_platform.lib.settings import DEFAULT_CONFIG, load_settings
 from metrics_platform_tests import test_alerts
 from metrics_platform_tests.conftest import RANGE_TAGS, execute, query
@@ -47,6 +50,7 @@ from metrics_platform_tests.processes import (
     instance_env,
     instance_home,
 )
+from metrics_platform_tests.test_grafana import as_user
 
 UTC = timezone.utc
 ROOT = Path(__file__).resolve().parents[1]
@@ -179,6 +183,19 @@ def test_a_planted_drop_fires_once_with_its_expected_range_and_resolves(store_ur
         "SELECT rule, fired_period, fired_value, resolved_period FROM metrics.alert_episodes",
     )
     assert episodes == [("signups_dropped", drop[0], 0.0, drop[-1] + timedelta(hours=1))]
+    # The Platform health board lists the episode, read as Grafana's read-only role.
+    board = json.loads((ROOT / "grafana/dashboards/platform_health.json").read_text())
+    (panel,) = [p for p in board["panels"] if p.get("title") == "Metric alerts"]
+    conn = connect(store_url)
+    try:
+        ensure_reader_role(conn, "grafana_reader")
+    finally:
+        conn.close()
+    reader = as_user(store_url, "grafana_reader")
+    listed = query(reader, expand(panel["targets"][0]["rawSql"], TimeRange(START, drop[-1])))
+    assert [(row[0], row[3], row[7]) for row in listed] == [
+        ("signups_dropped", drop[0], drop[-1] + timedelta(hours=1))
+    ]
 
 
 def test_weekly_seasonality_does_not_fire(store_url):
