@@ -24,6 +24,7 @@ from metrics_platform.defs.metrics.assets import (
     build_hourly_values,
 )
 from metrics_platform.defs.metrics.kpis import build_kpi_assets, parse_kpis
+from metrics_platform.defs.monitor import build_monitor
 from metrics_platform.defs.resources import shared_resources
 from metrics_platform.defs.sources.registry import (
     PLATFORM_METRICS,
@@ -77,9 +78,9 @@ def build_definitions(
         selection=dg.AssetSelection.checks(freshness),
         description="Checks that the latest closed hour has landed.",
     )
-    kpis = parse_kpis(
-        settings.get("kpis") or [], [PLATFORM_METRICS, *(m for s in sources for m in s.metrics)]
-    )
+    known = [PLATFORM_METRICS, *(m for s in sources for m in s.metrics)]
+    kpis = parse_kpis(settings.get("kpis") or [], known)
+    alert_checks = build_monitor(settings.get("alerts"), kpis, known, env)
     return dg.Definitions(
         assets=[
             *(asset for source in sources for asset in source.for_definitions()),
@@ -91,7 +92,7 @@ def build_definitions(
             build_daily_values(daily_keys),
             *build_kpi_assets(kpis),
         ],
-        asset_checks=[freshness],
+        asset_checks=[freshness, *alert_checks],
         jobs=[*build_jobs(raw_keys, daily_keys), freshness_job],
         schedules=[
             *build_schedules(enabled, section(settings, "schedule")),

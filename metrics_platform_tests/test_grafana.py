@@ -10,10 +10,11 @@ import subprocess
 import sys
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
+from zoneinfo import ZoneInfo
 
 import dagster as dg
 import psycopg2
@@ -23,6 +24,7 @@ import yaml
 
 from metrics_platform.definitions import build_definitions
 from metrics_platform.lib.database import DATABASE_URL_ENV, PRODUCT_DATABASE_URL_ENV, connect
+from metrics_platform.lib.demo_activity import seed_user_activity
 from metrics_platform.lib.demo_data import seed_product_database
 from metrics_platform.lib.errors import ConfigurationError
 from metrics_platform.lib.grafana_macros import (
@@ -67,6 +69,7 @@ SETTINGS = {
             for t in ("users", "profiles", "api_keys")
         ]
     },
+    "retention": {"activity_table": "user_activity"},
 }
 READER = "grafana_reader"
 
@@ -81,6 +84,8 @@ WITHOUT_DEMO_DATA = {
     # The demo's hours and days are all complete: test_incomplete_hours_and_days_are_listed.
     ("platform_health.json", "Incomplete hours"),
     ("platform_health.json", "Incomplete days"),
+    # No alert fires on the demo: test_metric_alerts.py lists an episode.
+    ("platform_health.json", "Metric alerts"),
 }
 
 # What Grafana itself provides: scoped variables, global substitutions and Postgres macros.
@@ -177,6 +182,15 @@ def resolve_variables(url: str, board: dict, time_range: TimeRange) -> dict[str,
     return resolved
 
 
+def add_reader(store: str) -> None:
+    """Create Grafana's read-only role on `store`."""
+    conn = connect(store)
+    try:
+        ensure_reader_role(conn, READER)
+    finally:
+        conn.close()
+
+
 def is_number(value) -> bool:
     return isinstance(value, (int, float, Decimal)) and not isinstance(value, bool)
 
@@ -189,6 +203,7 @@ def demo_store(postgres_server) -> str:
     store = new_store(postgres_server, "grafana_store")
     product = new_database(postgres_server, "grafana_product")
     seed_product_database(product, now=NOW, days=5, users=1000)
+    seed_user_activity(product, now=NOW)
     quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
     with pytest.MonkeyPatch.context() as env:
         env.setenv(DATABASE_URL_ENV, store)
@@ -200,11 +215,7 @@ def demo_store(postgres_server) -> str:
                     instance=instance, run_config=quiet, tags=dict(zip(RANGE_TAGS, window))
                 )
                 assert result.success, job
-    conn = connect(store)
-    try:
-        ensure_reader_role(conn, READER)
-    finally:
-        conn.close()
+    add_reader(store)
     return store
 
 
@@ -292,11 +303,7 @@ def test_incomplete_hours_and_days_are_listed(postgres_server):
            FROM metrics.metric m, generate_series('2026-03-09'::date, '2026-03-11', '1 day') d
            WHERE m.name <> 'platform.sources_missing';""",
     )
-    conn = connect(store)
-    try:
-        ensure_reader_role(conn, READER)
-    finally:
-        conn.close()
+    add_reader(store)
     board = load(GRAFANA / "dashboards" / "platform_health.json")
     panels = {panel["title"]: panel for panel in query_panels(board)}
     variables = resolve_variables(as_user(store, READER), board, DEMO_RANGE)
@@ -401,7 +408,10 @@ def test_dashboard_structure(path):
 
 def test_the_public_dashboard_shows_no_volumes():
     board = load(GRAFANA / "dashboards" / "public.json")
-    assert board.get("templating", {}).get("list", []) == []  # shared dashboards have no variables
+    # What a shared (public) dashboard supports: no variables, links or annotations.
+    assert board.get("templating", {}).get("list", []) == []
+    assert board.get("links", []) == [] and board["annotations"]["list"] == []
+    assert "public" in board["tags"] and board["time"] == {"from": "now-30d", "to": "now"}
     assert {p["title"] for p in board["panels"]} == {
         "Activation rate per day",
         "Median latency per day",
@@ -899,3 +909,209 @@ def test_scoped_variables_and_the_whole_pipeline():
 def test_a_time_range_needs_timezones():
     with pytest.raises(ValueError):
         TimeRange(datetime(2026, 1, 1), datetime(2026, 1, 2))
+
+
+# --- Business days and ranges in a business time zone with daylight saving ----------------------
+
+PARIS = ZoneInfo("Europe/Paris")
+# Business days around both changes of 2026: 29 March has 23 hours, 25 October 25.
+DST_DAYS = [date(2026, 3, 27) + timedelta(days=n) for n in range(5)] + [
+    date(2026, 10, 23) + timedelta(days=n) for n in range(5)
+]
+# Sign-ups and new users per business day: a small day weighs as much as a big one in a mean
+# of daily rates, not in the range's rate.
+ACTIVATION_DAYS = {date(2026, 3, 28): (1, 2), date(2026, 3, 29): (100, 1000)}
+
+
+def paris_day(day: date) -> tuple[datetime, datetime]:
+    start = datetime.combine(day, datetime.min.time(), PARIS)
+    end = datetime.combine(day + timedelta(days=1), datetime.min.time(), PARIS)
+    return start.astimezone(UTC), end.astimezone(UTC)
+
+
+@pytest.fixture(scope="module")
+def paris_store(postgres_server) -> str:
+    """A store whose business days are Europe/Paris days, with hourly and daily values of every
+    metric the daily panels read."""
+    store = new_store(postgres_server, "grafana_paris")
+    execute(store, "UPDATE metrics.business_calendar SET time_zone = 'Europe/Paris'")
+    metrics = {
+        "ga.sessions": "sum",
+        "ga.new_users": "sum",
+        "ga.active_users": "recomputed",
+        "events.signup.count": "sum",
+        "events.api_call.count": "sum",
+        "events.api_call.errors": "sum",
+        "events.api_call.duration.p50": "recomputed",
+        "events.api_call.duration.p99": "recomputed",
+        "objects.users.count": "last",
+        "objects.api_keys.count": "last",
+        "platform.hour_complete": "sum",
+        "platform.day_complete": "recomputed",
+        "kpi.acquisition_to_activation_rate": "recomputed",
+        "users.signed_up": "sum",
+        "retention.d1.users": "recomputed",
+        "retention.d1": "recomputed",
+    }
+    ids = {
+        name: query(
+            store,
+            "INSERT INTO metrics.metric (name, aggregation, source) VALUES (%s, %s, %s) "
+            "RETURNING id",
+            (name, aggregation, name.split(".")[0]),
+        )[0][0]
+        for name, aggregation in metrics.items()
+    }
+    hourly, daily = [], []
+    for n, day in enumerate(DST_DAYS):
+        signups, new_users = ACTIVATION_DAYS.get(day, (10, 100))
+        start, end = paris_day(day)
+        hours = int((end - start).total_seconds() // 3600)
+        day_values = {
+            "ga.sessions": 3 * new_users,
+            "ga.new_users": new_users,
+            "ga.active_users": 2 * new_users,
+            "events.signup.count": signups,
+            "events.api_call.count": 50,
+            "events.api_call.errors": 1,
+            "events.api_call.duration.p50": 40,
+            "events.api_call.duration.p99": 300,
+            "objects.users.count": 1000 + 10 * n,
+            "objects.api_keys.count": 300 + 3 * n,
+            "platform.hour_complete": hours,
+            "platform.day_complete": 1,
+            "kpi.acquisition_to_activation_rate": signups / new_users,
+            "users.signed_up": signups,
+            "retention.d1.users": signups // 2,
+            "retention.d1": (signups // 2) / signups,
+        }
+        daily += [(ids[name], day, value) for name, value in day_values.items()]
+        for h in range(hours):
+            hour = start + timedelta(hours=h)
+            for name, aggregation in metrics.items():
+                if name.startswith(("kpi.", "retention.")) or name == "platform.day_complete":
+                    continue
+                if aggregation == "sum":  # the day's count in its first hour, 0 in the others
+                    value = day_values[name] if h == 0 and name != "platform.hour_complete" else 0
+                    value = 1 if name == "platform.hour_complete" else value
+                else:
+                    value = day_values[name]
+                hourly.append((ids[name], hour, value))
+    execute(
+        store,
+        "INSERT INTO metrics.hourly_values SELECT * FROM unnest(%s::int[], %s::timestamptz[], "
+        "%s::float8[])",
+        tuple(map(list, zip(*hourly))),
+    )
+    kpi = {ids["kpi.acquisition_to_activation_rate"]}
+    for table, rows in (
+        ("daily_values", [r for r in daily if r[0] not in kpi]),
+        ("daily_kpis", [r for r in daily if r[0] in kpi]),
+    ):
+        execute(
+            store,
+            f"INSERT INTO metrics.{table} SELECT * FROM unnest(%s::int[], %s::date[], %s::float8[])",
+            tuple(map(list, zip(*rows))),
+        )
+    add_reader(store)
+    return store
+
+
+def run_panel(url: str, file: str, panel: dict, time_range: TimeRange):
+    board = load(GRAFANA / "dashboards" / file)
+    variables = resolve_variables(url, board, time_range)
+    sql = expand(
+        panel["targets"][0]["rawSql"],
+        time_range,
+        interval=panel.get("interval", "1h"),
+        variables=variables,
+    )
+    return run(url, sql)
+
+
+def daily_panels():
+    for path in DASHBOARD_FILES:
+        for panel in query_panels(load(path)):
+            if panel["type"] == "timeseries" and panel.get("interval") == "1d":
+                yield pytest.param(path.name, panel, id=f"{path.stem}:{panel['title']}")
+
+
+@pytest.mark.parametrize("file, panel", list(daily_panels()))
+def test_every_daily_point_is_at_its_business_days_start(paris_store, file, panel):
+    """In Europe/Paris a business day starts at 23:00 or 22:00 UTC, and the change days have 23
+    and 25 hours: every daily point is placed at its day's start, never at UTC midnight."""
+    reader = as_user(paris_store, READER)
+    for days in (DST_DAYS[:5], DST_DAYS[5:]):
+        time_range = TimeRange(paris_day(days[1])[0], paris_day(days[-1])[0])
+        columns, rows = run_panel(reader, file, panel, time_range)
+        assert rows, f"no daily points: {panel['title']}"
+        starts = {paris_day(day)[0] for day in days[1:]}  # $__timeFilter includes the end
+        times = {row[columns.index("time")] for row in rows}
+        assert times <= starts, sorted(times - starts)
+
+
+def test_the_activation_rate_in_the_range_is_a_ratio_of_the_ranges_totals(paris_store):
+    """Over the business days 28 and 29 March (a day of 23 hours): 101 sign-ups of 1,002 new
+    users, not the mean of 1/2 and 100/1,000."""
+    (panel,) = [
+        p
+        for p in query_panels(load(GRAFANA / "dashboards" / "business.json"))
+        if p["title"] == "Activation rate in the range"
+    ]
+    time_range = TimeRange(paris_day(date(2026, 3, 28))[0], paris_day(date(2026, 3, 29))[1])
+    _, [(rate,)] = run_panel(as_user(paris_store, READER), "business.json", panel, time_range)
+    assert rate == pytest.approx(101 / 1002)
+
+
+def test_the_catalog_shows_every_metrics_latest_value_and_freshness(demo_store, demo_variables):
+    (panel,) = [
+        p
+        for p in query_panels(load(GRAFANA / "dashboards" / "platform_health.json"))
+        if p["title"] == "Metric catalog"
+    ]
+    sql = expand(
+        panel["targets"][0]["rawSql"], DEMO_RANGE, variables=demo_variables["platform_health.json"]
+    )
+    columns, rows = run(as_user(demo_store, READER), sql)
+    assert columns[:6] == ["metric", "unit", "description", "latest value", "as of", "freshness"]
+    catalog = query(demo_store, "SELECT name FROM metrics.metric")
+    assert sorted(row[0] for row in rows) == sorted(name for (name,) in catalog)
+    by_name = {row[0]: dict(zip(columns, row)) for row in rows}
+    users = by_name["objects.users.count"]
+    latest = query(
+        demo_store,
+        "SELECT value, time FROM metrics.hourly_values_by_name "
+        "WHERE metric = 'objects.users.count' ORDER BY time DESC LIMIT 1",
+    )
+    assert (users["latest value"], users["as of"]) == latest[0]
+    assert float(users["freshness"]) == pytest.approx(
+        (datetime.now(UTC) - latest[0][1] - timedelta(hours=1)).total_seconds(), abs=120
+    )
+    assert all(row["latest value"] is not None for row in by_name.values())
+
+
+def test_every_provisioned_alert_rule_runs_as_the_reader(demo_store):
+    """Grafana's alert rules, as provisioned, with its macros expanded, against the demo's
+    tables as the read-only role: one row each, 1 or 0, labelled by the metric."""
+    document = yaml.safe_load((GRAFANA / "provisioning/alerting/metric_alerts.yaml").read_text())
+    rules = [rule for group in document["groups"] for rule in group["rules"]]
+    assert rules
+    for rule in rules:
+        model = rule["data"][0]["model"]
+        sql = expand(model["rawSql"], DEMO_RANGE)
+        columns, rows = run(as_user(demo_store, READER), sql)
+        assert columns == ["metric", "breached"], rule["uid"]
+        assert rows == [(rule["labels"]["metric"], rows[0][1])] and rows[0][1] in (0, 1)
+
+
+def test_retention_in_the_range_is_a_ratio_of_the_cohorts_totals(paris_store):
+    """Cohorts of 1 and 100 users (28 and 29 March, Paris): 0 + 50 returned the next day, so
+    D1 is 50/101, not the mean of 0 and 0.5."""
+    (panel,) = [
+        p
+        for p in query_panels(load(GRAFANA / "dashboards" / "business.json"))
+        if p["title"] == "Retention in the range"
+    ]
+    time_range = TimeRange(paris_day(date(2026, 3, 28))[0], paris_day(date(2026, 3, 29))[1])
+    _, [(d1, d7, d30)] = run_panel(as_user(paris_store, READER), "business.json", panel, time_range)
+    assert d1 == pytest.approx(50 / 101) and d7 is None and d30 is None

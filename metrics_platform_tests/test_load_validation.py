@@ -63,8 +63,9 @@ def test_every_section_the_platform_reads_is_known():
         "ga4",
         "prometheus",
         "sql_metrics",
+        "retention",
     }
-    assert set(PLATFORM_SECTIONS) == {"kpis", "schedule", "quality"}
+    assert set(PLATFORM_SECTIONS) == {"kpis", "alerts", "schedule", "quality"}
     query = {"query": "sum by (job) (up)", "metric": "http.up.{job}", "aggregation": "last"}
     build_definitions(
         settings=settings_with(

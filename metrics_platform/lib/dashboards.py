@@ -22,8 +22,10 @@ metric store's views `metrics.hourly_values_by_name` (metric, time, date, hour, 
 A panel whose metrics are not produced (a source not configured yet) runs and stays empty: names
 are matched with `= ANY(ARRAY[...]::text[])`, which is valid SQL for an empty selection too.
 Hourly panels aggregate to Grafana's `$__interval` (at least one hour): counters add up, gauges
-keep the last value, percentiles keep the worst hour. Daily panels show one point per UTC day.
-All times are UTC, as the store's hours and days are.
+keep the last value, percentiles keep the worst hour. Daily panels show one point per business
+day, placed at the day's start in the business time zone (`metrics.daily_series`: a Europe/Paris
+day starts at 23:00 or 22:00 UTC and lasts 23, 24 or 25 hours). A statistic of a ratio over the
+range is the ratio of the range's totals, never a mean of hourly or daily ratios.
 """
 
 from __future__ import annotations
@@ -52,7 +54,11 @@ DASHBOARD_DIR = Path(__file__).resolve().parents[2] / "grafana" / "dashboards"
 
 HOURLY = "metrics.hourly_values_by_name"
 DAILY = "metrics.daily_values_by_name"
-DAY_AS_TIME = "(date::timestamp AT TIME ZONE 'UTC') AS \"time\""
+# Daily values with `time`, the start of their business day in the business time zone.
+DAILY_SERIES = "metrics.daily_series"
+# The hours inside the range: `$__timeFilter` is inclusive at both ends, so the hour that
+# starts at the range's end (the next day's first hour, for a range of days) is left out.
+IN_RANGE = "$__timeFilter(time) AND time < $__timeTo()"
 
 
 def _sql(text: str) -> str:
@@ -276,15 +282,17 @@ class Board:
         *,
         variables: Sequence[dashboard.QueryVariable] = (),
         links: bool = True,
+        time_from: str = "now-7d",
+        tags: Sequence[str] = (),
     ) -> None:
         self.next_id = 1
         self.builder = (
             dashboard.Dashboard(title)
             .uid(uid)
             .description(description)
-            .tags([TAG])
+            .tags([TAG, *tags])
             .timezone("utc")
-            .time("now-7d", "now")
+            .time(time_from, "now")
             .refresh("15m")
             .readonly()
             .tooltip(models.DashboardCursorSync.CROSSHAIR)
@@ -323,33 +331,35 @@ class Board:
 
 # --- Shared queries -------------------------------------------------------------------------------
 
-# New API keys per new user, per UTC day, from the end-of-day counts (a proxy for activation),
-# unless the platform computes `kpi.acquisition_to_activation_rate` itself.
+# The activation rate: sign-ups per new user (`kpi.acquisition_to_activation_rate`, the ratio
+# of a day's totals) where the platform computes it; otherwise a proxy, new API keys per new
+# user from the end-of-day counts. A range's rate is the ratio of the range's totals.
+ACTIVATION = ("events.signup.count", "ga.new_users")
 ACTIVATION_RATE_DAILY = f"""
     WITH kpi AS (
-        SELECT date, value FROM {DAILY}
-        WHERE metric = 'kpi.acquisition_to_activation_rate' AND $__timeFilter(date)
+        SELECT time, value FROM {DAILY_SERIES}
+        WHERE metric = 'kpi.acquisition_to_activation_rate' AND $__timeFilter(time)
     ), counts AS (
-        SELECT date,
+        SELECT date, time,
                max(value) FILTER (WHERE metric = 'objects.users.count') AS users,
                max(value) FILTER (WHERE metric = 'objects.api_keys.count') AS api_keys
-        FROM {DAILY}
+        FROM {DAILY_SERIES}
         WHERE metric IN ('objects.users.count', 'objects.api_keys.count')
-          AND date BETWEEN $__timeFrom()::date - 1 AND $__timeTo()::date
-        GROUP BY date
+          AND date BETWEEN $__timeFrom()::date - 2 AND $__timeTo()::date + 1
+        GROUP BY date, time
     ), computed AS (
-        SELECT c.date, (c.api_keys - p.api_keys) / nullif(c.users - p.users, 0) AS value
+        SELECT c.time, (c.api_keys - p.api_keys) / nullif(c.users - p.users, 0) AS value
         FROM counts c JOIN counts p ON p.date = c.date - 1
-        WHERE NOT EXISTS (SELECT 1 FROM kpi)
+        WHERE $__timeFilter(c.time) AND NOT EXISTS (SELECT 1 FROM kpi)
     )
-    SELECT {DAY_AS_TIME}, value AS "activation rate"
-    FROM (SELECT date, value FROM kpi UNION ALL SELECT date, value FROM computed) rates
+    SELECT time, value AS "activation rate"
+    FROM (SELECT time, value FROM kpi UNION ALL SELECT time, value FROM computed) rates
     ORDER BY 1
 """
 ACTIVATION_RATE_DESCRIPTION = (
-    "New API keys per new user, per UTC day, from the end-of-day counts of "
-    "objects.api_keys.count and objects.users.count (a proxy: a key may come from an older "
-    "user). Uses kpi.acquisition_to_activation_rate instead when the platform computes it."
+    "Sign-ups per new user (kpi.acquisition_to_activation_rate: events.signup.count / "
+    "ga.new_users of each business day, placed at the day's start). Without it, a proxy: new "
+    "API keys per new user from the end-of-day counts (a key may come from an older user)."
 )
 
 
@@ -377,10 +387,22 @@ def sum_per_interval(metric: str) -> str:
     """
 
 
+def daily_per_metric(series: str, metrics: Sequence[str]) -> str:
+    """The daily values of `metrics`, each at its business day's start, one series by `series`
+    (a SELECT expression named metric)."""
+    names = ", ".join(f"'{name}'" for name in metrics)
+    return f"""
+        SELECT time, {series}, value
+        FROM {DAILY_SERIES}
+        WHERE $__timeFilter(time) AND metric = ANY(ARRAY[{names}]::text[])
+        ORDER BY 1, 2
+    """
+
+
 LATENCY_P50_DAILY = f"""
-    SELECT {DAY_AS_TIME}, split_part(metric, '.', 2) AS metric, value
-    FROM {DAILY}
-    WHERE $__timeFilter(date) AND metric LIKE 'events.%.duration.p50'
+    SELECT time, split_part(metric, '.', 2) AS metric, value
+    FROM {DAILY_SERIES}
+    WHERE $__timeFilter(time) AND metric LIKE 'events.%.duration.p50'
     ORDER BY 1, 2
 """
 
@@ -441,13 +463,7 @@ def business() -> models.Dashboard:
         TimeSeries(
             "Acquisition per day",
             "GA4 sessions, new users and active users per business day.",
-            f"""
-            SELECT {DAY_AS_TIME}, metric, value
-            FROM {DAILY}
-            WHERE $__timeFilter(date)
-              AND metric = ANY(ARRAY['ga.sessions', 'ga.new_users', 'ga.active_users']::text[])
-            ORDER BY 1, 2
-            """,
+            daily_per_metric("metric", ("ga.sessions", "ga.new_users", "ga.active_users")),
             width=16,
             interval="1d",
             bars=True,
@@ -460,7 +476,7 @@ def business() -> models.Dashboard:
             SELECT sum(value) FILTER (WHERE metric = 'ga.sessions') AS "sessions",
                    sum(value) FILTER (WHERE metric = 'ga.new_users') AS "new users"
             FROM {HOURLY}
-            WHERE $__timeFilter(time) AND metric IN ('ga.sessions', 'ga.new_users')
+            WHERE {IN_RANGE} AND metric IN ('ga.sessions', 'ga.new_users')
             """,
             width=8,
             decimals=0,
@@ -478,12 +494,15 @@ def business() -> models.Dashboard:
         ),
         Stat(
             "Activation rate in the range",
-            "API keys added per user added between the first and the last hour of the range "
-            "(or the mean of kpi.acquisition_to_activation_rate when the platform computes it).",
+            "Sign-ups per new user over the whole range: the range's sign-ups divided by its new "
+            "users (events.signup.count / ga.new_users), never a mean of daily rates. Without "
+            "them, API keys added per user added between the first and the last hour.",
             f"""
-            WITH kpi AS (
-                SELECT avg(value) AS value FROM {DAILY}
-                WHERE metric = 'kpi.acquisition_to_activation_rate' AND $__timeFilter(date)
+            WITH totals AS (
+                SELECT sum(value) FILTER (WHERE metric = '{ACTIVATION[0]}') AS signups,
+                       sum(value) FILTER (WHERE metric = '{ACTIVATION[1]}') AS new_users
+                FROM {HOURLY}
+                WHERE {IN_RANGE} AND metric IN ('{ACTIVATION[0]}', '{ACTIVATION[1]}')
             ), growth AS (
                 SELECT metric,
                        (array_agg(value ORDER BY time DESC))[1] - (array_agg(value ORDER BY time))[1]
@@ -494,7 +513,7 @@ def business() -> models.Dashboard:
                 GROUP BY metric
             )
             SELECT coalesce(
-                       (SELECT value FROM kpi),
+                       (SELECT signups / nullif(new_users, 0) FROM totals),
                        (SELECT added FROM growth WHERE metric = 'objects.api_keys.count')
                        / nullif((SELECT added FROM growth WHERE metric = 'objects.users.count'), 0)
                    ) AS "activation rate"
@@ -502,6 +521,49 @@ def business() -> models.Dashboard:
             width=8,
             unit="percentunit",
             decimals=1,
+        ),
+        Row("Retention of sign-up cohorts"),
+        TimeSeries(
+            "Retention per cohort",
+            "Of the users who signed up on each business day (the point at the day's start), "
+            "the share active again 1, 7 and 30 days later (retention.d1 / d7 / d30). A "
+            "cohort's D7 appears once its seventh day has closed.",
+            daily_per_metric(
+                "upper(split_part(metric, '.', 2)) AS metric",
+                ("retention.d1", "retention.d7", "retention.d30"),
+            ),
+            width=16,
+            unit="percentunit",
+            interval="1d",
+            no_value="no retention data",
+        ),
+        Stat(
+            "Retention in the range",
+            "Of the users who signed up on the range's business days, the share active again "
+            "1, 7 and 30 days later: the cohorts' returning users over their sizes (only the "
+            "cohorts whose day N has closed), never a mean of daily shares.",
+            f"""
+            WITH cohorts AS (
+                SELECT date,
+                       max(value) FILTER (WHERE metric = 'users.signed_up') AS size,
+                       max(value) FILTER (WHERE metric = 'retention.d1.users') AS d1,
+                       max(value) FILTER (WHERE metric = 'retention.d7.users') AS d7,
+                       max(value) FILTER (WHERE metric = 'retention.d30.users') AS d30
+                FROM {DAILY_SERIES}
+                WHERE $__timeFilter(time) AND time < $__timeTo()
+                  AND metric = ANY(ARRAY['users.signed_up', 'retention.d1.users',
+                                         'retention.d7.users', 'retention.d30.users']::text[])
+                GROUP BY date
+            )
+            SELECT sum(d1) / nullif(sum(size) FILTER (WHERE d1 IS NOT NULL), 0) AS "D1",
+                   sum(d7) / nullif(sum(size) FILTER (WHERE d7 IS NOT NULL), 0) AS "D7",
+                   sum(d30) / nullif(sum(size) FILTER (WHERE d30 IS NOT NULL), 0) AS "D30"
+            FROM cohorts
+            """,
+            width=8,
+            unit="percentunit",
+            decimals=1,
+            no_value="no retention data",
         ),
         Row("Users, profiles and API keys"),
         TimeSeries(
@@ -514,11 +576,10 @@ def business() -> models.Dashboard:
             "Added per day",
             "End-of-day count minus the previous day's ($objects).",
             f"""
-            SELECT (d.date::timestamp AT TIME ZONE 'UTC') AS "time",
-                   split_part(d.metric, '.', 2) AS metric, d.value - p.value AS value
-            FROM {DAILY} d
-            JOIN {DAILY} p ON p.metric = d.metric AND p.date = d.date - 1
-            WHERE $__timeFilter(d.date) AND d.metric = ANY(ARRAY[$objects]::text[])
+            SELECT d.time, split_part(d.metric, '.', 2) AS metric, d.value - p.value AS value
+            FROM {DAILY_SERIES} d
+            JOIN {DAILY_SERIES} p ON p.metric = d.metric AND p.date = d.date - 1
+            WHERE $__timeFilter(d.time) AND d.metric = ANY(ARRAY[$objects]::text[])
             ORDER BY 1, 2
             """,
             width=12,
@@ -584,10 +645,10 @@ def quality_of_service() -> models.Dashboard:
             "Latency percentiles per day",
             "Daily percentiles, recomputed from the day's raw timings ($event_type).",
             f"""
-            SELECT {DAY_AS_TIME},
+            SELECT time,
                    split_part(metric, '.', 2) || ' ' || split_part(metric, '.', 4) AS metric, value
-            FROM {DAILY}
-            WHERE $__timeFilter(date) AND metric LIKE 'events.%.duration.p%'
+            FROM {DAILY_SERIES}
+            WHERE $__timeFilter(time) AND metric LIKE 'events.%.duration.p%'
               AND split_part(metric, '.', 2) = ANY(ARRAY[$event_type]::text[])
             ORDER BY 1, 2
             """,
@@ -612,12 +673,12 @@ def quality_of_service() -> models.Dashboard:
         ),
         TimeSeries(
             "Error rate per day",
-            "Errors / events per UTC day ($event_type).",
+            "Errors / events per business day ($event_type).",
             f"""
-            SELECT {DAY_AS_TIME}, split_part(metric, '.', 2) AS metric, {error_rate} AS value
-            FROM {DAILY}
-            WHERE $__timeFilter(date) AND {counts_and_errors}
-            GROUP BY date, split_part(metric, '.', 2)
+            SELECT time, split_part(metric, '.', 2) AS metric, {error_rate} AS value
+            FROM {DAILY_SERIES}
+            WHERE $__timeFilter(time) AND {counts_and_errors}
+            GROUP BY time, split_part(metric, '.', 2)
             ORDER BY 1, 2
             """,
             width=12,
@@ -721,9 +782,9 @@ def platform_health() -> models.Dashboard:
             "Share of the range's landed hours for which every enabled source landed values "
             "(platform.hour_complete).",
             f"""
-            SELECT avg(value) AS "complete"
+            SELECT sum(value) / nullif(count(*), 0) AS "complete"
             FROM {HOURLY}
-            WHERE $__timeFilter(time) AND metric = 'platform.hour_complete'
+            WHERE {IN_RANGE} AND metric = 'platform.hour_complete'
             """,
             width=6,
             unit="percentunit",
@@ -750,9 +811,9 @@ def platform_health() -> models.Dashboard:
             "first, with their complete hours.",
             f"""
             SELECT d.date AS "day", h.value AS "complete hours"
-            FROM {DAILY} d
-            LEFT JOIN {DAILY} h ON h.date = d.date AND h.metric = 'platform.hour_complete'
-            WHERE $__timeFilter(d.date) AND d.metric = 'platform.day_complete' AND d.value = 0
+            FROM {DAILY_SERIES} d
+            LEFT JOIN {DAILY_SERIES} h ON h.date = d.date AND h.metric = 'platform.hour_complete'
+            WHERE $__timeFilter(d.time) AND d.metric = 'platform.day_complete' AND d.value = 0
             ORDER BY d.date DESC
             """,
             width=9,
@@ -807,12 +868,11 @@ def platform_health() -> models.Dashboard:
         ),
         TimeSeries(
             "Metrics landed per day",
-            "Metrics with a daily value, per UTC day and source.",
+            "Metrics with a daily value, per business day and source.",
             f"""
-            SELECT (v.date::timestamp AT TIME ZONE 'UTC') AS "time", m.source AS metric,
-                   count(*) AS value
-            FROM {DAILY} v JOIN metrics.metric m ON m.name = v.metric
-            WHERE $__timeFilter(v.date) AND m.source = ANY(ARRAY[$source]::text[])
+            SELECT v.time, m.source AS metric, count(*) AS value
+            FROM {DAILY_SERIES} v JOIN metrics.metric m ON m.name = v.metric
+            WHERE $__timeFilter(v.time) AND m.source = ANY(ARRAY[$source]::text[])
             GROUP BY 1, 2
             ORDER BY 1, 2
             """,
@@ -822,16 +882,50 @@ def platform_health() -> models.Dashboard:
         ),
         Table(
             "Metric catalog",
-            "Every metric the sources registered, with its unit and daily rollup.",
-            """
-            SELECT name AS "metric", source AS "source", aggregation AS "daily rollup",
-                   unit AS "unit", description AS "description"
-            FROM metrics.metric
-            WHERE source = ANY(ARRAY[$source]::text[])
-            ORDER BY source, name
+            "Every metric the sources and KPIs registered: its unit and description, its latest "
+            "value (the newest hour, else the newest business day) and how long ago that period "
+            "ended (now, not the dashboard's range).",
+            f"""
+            SELECT m.name AS "metric", m.unit AS "unit", m.description AS "description",
+                   coalesce(h.value, d.value) AS "latest value",
+                   coalesce(h.time, d.time) AS "as of",
+                   extract(epoch FROM now() - coalesce(h.time + interval '1 hour', d.day_end))
+                       AS "freshness",
+                   m.source AS "source", m.aggregation AS "daily rollup"
+            FROM metrics.metric m
+            LEFT JOIN LATERAL (
+                SELECT v.time, v.value FROM {HOURLY} v WHERE v.metric = m.name
+                ORDER BY v.time DESC LIMIT 1
+            ) h ON true
+            LEFT JOIN LATERAL (
+                SELECT v.time, v.value,
+                       (v.date + 1)::timestamp AT TIME ZONE c.time_zone AS day_end
+                FROM {DAILY_SERIES} v CROSS JOIN metrics.business_calendar c
+                WHERE v.metric = m.name
+                ORDER BY v.date DESC LIMIT 1
+            ) d ON true
+            WHERE m.source = ANY(ARRAY[$source]::text[])
+            ORDER BY m.source, m.name
             """,
             width=24,
             height=10,
+            units={"freshness": "s"},
+        ),
+        Table(
+            "Metric alerts",
+            "Alert episodes of the metric alert rules, open ones first, then the latest: when "
+            "each fired, the value and expected range, and when the metric came back.",
+            """
+            SELECT rule AS "rule", metric AS "metric", grain AS "grain",
+                   fired_period AS "fired at", fired_value AS "value",
+                   expected_low AS "expected low", expected_high AS "expected high",
+                   resolved_period AS "resolved at", reason AS "reason"
+            FROM metrics.alert_episodes
+            ORDER BY resolved_at IS NULL DESC, opened_at DESC
+            LIMIT 100
+            """,
+            width=24,
+            height=8,
         ),
     )
 
@@ -840,13 +934,17 @@ def platform_health() -> models.Dashboard:
 
 
 def public() -> models.Dashboard:
-    """Safe to share: ratios and latency only, no volumes; no variables (shared dashboards
-    do not support them)."""
+    """Safe to share externally (Grafana's shared dashboards, see grafana/README.md): ratios and
+    latency only, no volumes; no variables, links or annotations, which a shared dashboard does
+    not support, and a fixed range of 30 business days (a shared link shows the dashboard's own
+    range unless time selection is enabled on it)."""
     board = Board(
         "mp-public",
         "Public metrics",
         "Activation and response times, safe to share.",
         links=False,
+        time_from="now-30d",
+        tags=["public"],
     )
     return board.build(
         TimeSeries(

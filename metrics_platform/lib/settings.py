@@ -20,7 +20,7 @@ CONFIG_ENV = "METRICS_PLATFORM_CONFIG"
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "demo" / "platform.yaml"
 # The sections that are not a source's (each source's section is named after the source, and
 # the code location knows its sources): together they are every section a settings file may hold.
-PLATFORM_SECTIONS = ("kpis", "schedule", "quality")
+PLATFORM_SECTIONS = ("kpis", "alerts", "schedule", "quality")
 
 
 def config_path() -> Path:

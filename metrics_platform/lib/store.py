@@ -317,6 +317,60 @@ MIGRATIONS: Sequence[tuple[int, str, str]] = (
             'business day (METRICS_PLATFORM_BUSINESS_TIMEZONE)';
         """,
     ),
+    (
+        7,
+        "daily values at the business day's start; metric alert episodes",
+        """
+        -- The business time zone of the daily values (UTC until the platform records it). The
+        -- same table as the store's calendar of the views v2: created here only when missing.
+        CREATE TABLE IF NOT EXISTS metrics.business_calendar (
+            one       boolean PRIMARY KEY DEFAULT true CHECK (one),
+            time_zone text NOT NULL DEFAULT 'UTC'
+        );
+        INSERT INTO metrics.business_calendar DEFAULT VALUES ON CONFLICT DO NOTHING;
+
+        -- Every daily value and daily KPI as a point at its business day's start (a
+        -- timestamptz: Europe/Paris days start at 23:00 or 22:00 UTC), for time series.
+        CREATE VIEW metrics.daily_series AS
+        SELECT m.name AS metric,
+               v.day AS date,
+               (v.day::timestamp AT TIME ZONE c.time_zone) AS time,
+               v.value
+        FROM (SELECT metric_id, day, value FROM metrics.daily_values
+              UNION ALL
+              SELECT metric_id, day, value FROM metrics.daily_kpis) v
+        JOIN metrics.metric m ON m.id = v.metric_id
+        CROSS JOIN metrics.business_calendar c;
+        COMMENT ON COLUMN metrics.daily_series.date IS 'business day';
+        COMMENT ON COLUMN metrics.daily_series.time IS
+            'start of the business day in the business time zone (timestamptz)';
+
+        -- One row per episode of a metric alert: opened when its rule fires, closed when the
+        -- metric is back within its expected range. At most one open episode per rule, so an
+        -- alert fires once per episode even when two evaluations race.
+        CREATE TABLE metrics.alert_episodes (
+            id             bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            rule           text NOT NULL,
+            metric         text NOT NULL,
+            grain          text NOT NULL CHECK (grain IN ('hour', 'day')),
+            fired_period   timestamptz NOT NULL,
+            fired_value    double precision,
+            expected_low   double precision,
+            expected_high  double precision,
+            reason         text NOT NULL,
+            last_period    timestamptz NOT NULL,
+            last_value     double precision,
+            resolved_period timestamptz,
+            resolved_value double precision,
+            opened_at      timestamptz NOT NULL DEFAULT now(),
+            resolved_at    timestamptz,
+            CHECK ((resolved_at IS NULL) = (resolved_period IS NULL))
+        );
+        CREATE UNIQUE INDEX alert_episodes_one_open ON metrics.alert_episodes (rule)
+            WHERE resolved_at IS NULL;
+        CREATE INDEX alert_episodes_opened ON metrics.alert_episodes (opened_at);
+        """,
+    ),
 )
 
 

@@ -13,6 +13,7 @@ import requests
 from pydantic import Field
 
 from metrics_platform.lib import redaction
+from metrics_platform.lib.alert_rules import METRIC_ALERT_METADATA
 
 WEBHOOK_ENV = "METRICS_PLATFORM_ALERT_WEBHOOK_URL"
 UI_URL_ENV = "METRICS_PLATFORM_UI_URL"
@@ -101,6 +102,8 @@ def check_failure_alerts(context: dg.RunStatusSensorContext, alert_webhook: Aler
     failures = []
     for record in records:
         evaluation = record.dagster_event.event_specific_data
+        if METRIC_ALERT_METADATA in evaluation.metadata:  # posted once per episode by itself
+            continue
         if not evaluation.passed:
             failures.append(
                 (

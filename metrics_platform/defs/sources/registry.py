@@ -160,12 +160,13 @@ def builtin_builders() -> dict[str, Builder]:
         ga4,
         product_db,
         prometheus,
+        retention,
         sql_metrics,
     )
 
     return {
         package.SOURCE: package.build_source
-        for package in (product_db, crawlers, events, ga4, prometheus, sql_metrics)
+        for package in (product_db, crawlers, events, ga4, prometheus, sql_metrics, retention)
     }
 
 
