@@ -206,7 +206,6 @@ def start_sample_apis() -> None:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from metrics_platform.lib.demo_data import seed_product_database
-    from metrics_platform.lib.demo_orders import seed_orders
 
     began = time.monotonic()
     settings, server = prepare_environment()
@@ -219,7 +218,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
         seeding = time.monotonic()
         start = datetime.combine(date.fromisoformat(first_day), datetime.min.time(), timezone.utc)
         seeded = seed_product_database(os.environ[PRODUCT_DATABASE_URL_ENV], now=now, start=start)
-        seed_orders(os.environ[PRODUCT_DATABASE_URL_ENV], now=now, days=(now - start).days + 1)
         print(
             "demo product database:",
             f"seeded in {time.monotonic() - seeding:.0f} s" if seeded else "already seeded",
