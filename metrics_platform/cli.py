@@ -284,15 +284,17 @@ def cmd_materialize(args: argparse.Namespace) -> int:
 
     report_disabled(defs)
     steps = runs.plan(defs, args.select, args.partitions)
+    # The operator's explicit decision to store fewer values, for these runs only.
+    prepared = runs.allowing_fewer_values if args.allow_fewer_values else (lambda step: step)
     instance = dg.DagsterInstance.get()
     invocation = runs.new_invocation()
     outcomes = runs.run_until_signal(
         lambda: runs.execute_plan(
             steps,
             run=lambda step: runs.run_step(
-                defs, step, instance, invocation=invocation, verbose=args.verbose
+                defs, prepared(step), instance, invocation=invocation, verbose=args.verbose
             ),
-            follow_ups=runs.FOLLOW_UPS,
+            follow_ups=[*runs.FOLLOW_UPS, runs.later_hours_follow_up(defs)],
             report=lambda outcome: runs.print_outcome(outcome, verbose=args.verbose),
         ),
         instance,
@@ -405,6 +407,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     run.add_argument(
         "--verbose", action="store_true", help="print each failure's full error and traceback"
+    )
+    run.add_argument(
+        "--allow-fewer-values",
+        action="store_true",
+        help="let these runs store fewer values than a window holds (a retired series, a "
+        "renamed metric); refused otherwise, with what would be lost",
     )
     run.set_defaults(func=cmd_materialize)
     commands.add_parser("env", help="print the environment to export").set_defaults(func=cmd_env)

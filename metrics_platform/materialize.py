@@ -36,7 +36,7 @@ import threading
 import uuid
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta, timezone
 from typing import TypeVar
 from zoneinfo import ZoneInfo
@@ -263,6 +263,9 @@ class Outcome:
     rows: list[tuple[str, int | None, int | None]] = field(default_factory=list)
     failures: list[Failure] = field(default_factory=list)
     materialized: list[str] = field(default_factory=list)
+    # Per asset: the later partitions its run left stale (a cumulative source re-read for a
+    # past window whose last value changed; see defs/automation/late_data.py).
+    stale: dict[dg.AssetKey, dg.PartitionKeyRange] = field(default_factory=dict)
 
 
 FollowUp = Callable[[Outcome], Sequence[Step]]
@@ -413,6 +416,95 @@ def summary_rows(result) -> list[tuple[str, int | None, int | None]]:
     return rows
 
 
+def allowing_fewer_values(step: Step) -> Step:
+    """The step with the operator's permission to store fewer values than its window holds."""
+    from metrics_platform.lib.postgres_io.kept_values import ALLOW_FEWER_VALUES_TAG
+
+    return replace(step, tags={**step.tags, ALLOW_FEWER_VALUES_TAG: "true"})
+
+
+def stale_ranges(result) -> dict[dg.AssetKey, dg.PartitionKeyRange]:
+    """The later partitions each materialized asset said it left stale (every partition of a
+    range run says the same)."""
+    from metrics_platform.defs.automation.late_data import STALE_FROM, STALE_TO
+
+    stale = {}
+    for event in result.get_asset_materialization_events():
+        materialization = event.event_specific_data.materialization
+        metadata = materialization.metadata
+        if STALE_FROM in metadata and materialization.asset_key not in stale:
+            stale[materialization.asset_key] = dg.PartitionKeyRange(
+                metadata[STALE_FROM].value, metadata[STALE_TO].value
+            )
+    return stale
+
+
+def later_hours_follow_up(defs: dg.Definitions) -> FollowUp:
+    """Late data, as the automation carries it: when a cumulative source re-read for a past
+    window changed its last hour, the later hours it left stale are recomputed next, in one
+    run per source, then the hourly values and KPIs from the window's start to the last of
+    those hours, then every closed day they fall in."""
+    graph = defs.resolve_asset_graph()
+    known = kinds()
+    hourly, daily = known["hourly"], known["daily"]
+
+    def of_kind(kind: Kind, keys) -> tuple[dg.AssetKey, ...]:
+        return tuple(sorted(k for k in keys if graph.get(k).partitions_def == kind.partitions_def))
+
+    def follow(outcome: Outcome) -> list[Step]:
+        if outcome.step.kind.name != "hourly" or not outcome.stale:
+            return []
+        # From the window just read: its own hours are stale above too, and the days below
+        # need every changed hour in before they roll up.
+        window = hourly.partitions_def.time_window_for_partition_key
+        first = window(outcome.step.partitions.start).start
+        steps, downstream, last = [], set(), None
+        for key, stale in sorted(outcome.stale.items(), key=lambda item: item[0].path):
+            steps.append(Step(f"later hours of {key.to_user_string()}", (key,), hourly, stale))
+            downstream |= _descendants(graph, [key])
+            last = max(filter(None, (last, window(stale.end).end)))
+        derived_hours = of_kind(hourly, downstream)
+        if derived_hours:
+            keys = dg.PartitionKeyRange(
+                hourly.partitions_def.get_partition_key_for_timestamp(first.timestamp()),
+                hourly.partitions_def.get_partition_key_for_timestamp(
+                    (last - timedelta(hours=1)).timestamp()
+                ),
+            )
+            steps.append(
+                Step("hourly values of the window and its later hours", derived_hours, hourly, keys)
+            )
+        days = closed_days(daily, first, last)
+        derived_days = of_kind(daily, downstream)
+        if days is not None and derived_days:
+            steps.append(Step("days of the later hours", derived_days, daily, days))
+        return steps
+
+    return follow
+
+
+def _descendants(graph, keys) -> set[dg.AssetKey]:
+    """Every asset downstream of `keys`, at any depth."""
+    seen, todo = set(), list(keys)
+    while todo:
+        for child in graph.get(todo.pop()).child_keys:
+            if child not in seen:
+                seen.add(child)
+                todo.append(child)
+    return seen
+
+
+def closed_days(daily: Kind, first: datetime, last: datetime) -> dg.PartitionKeyRange | None:
+    """The day partitions (closed ones) that the UTC window [first, last) touches."""
+    definition = daily.partitions_def
+    start = definition.get_partition_key_for_timestamp(first.timestamp())
+    existing = definition.get_last_partition_key()
+    if existing is None or start > existing:
+        return None
+    end_key = definition.get_partition_key_for_timestamp((last - timedelta(seconds=1)).timestamp())
+    return dg.PartitionKeyRange(start, min(end_key, existing))
+
+
 def quiet_config(verbose: bool) -> dict:
     # Dagster's console logger prints every failure with its stack trace; the command prints
     # each failure's cause itself, and the traces only when asked.
@@ -445,7 +537,9 @@ def run_step(
             raise_on_error=False,
             run_config=quiet_config(verbose),
         )
-    outcome = Outcome(step, result.run_id, result.success, rows=summary_rows(result))
+    outcome = Outcome(
+        step, result.run_id, result.success, rows=summary_rows(result), stale=stale_ranges(result)
+    )
     for event in result.get_step_failure_events():
         reason, details = root_cause(event)
         outcome.failures.append(Failure(event.step_key.replace("__", "/"), reason, details))

@@ -482,8 +482,13 @@ def test_a_snapshot_that_is_not_a_list_of_workers_is_refused(product_url, worker
 
 def test_the_demo_settings_example_of_the_snapshot_model_is_valid():
     """The commented `model: snapshots` example in the demo's settings file loads."""
-    text = DEFAULT_CONFIG.read_text()
-    example = [line[2:] for line in text.splitlines() if line.startswith("#   ")]
+    lines = DEFAULT_CONFIG.read_text().splitlines()
+    first = lines.index("#   crawlers:")
+    example = []
+    for line in lines[first:]:  # the commented block that starts there
+        if not line.startswith("#   "):
+            break
+        example.append(line[2:])
     section = yaml.safe_load("\n".join(example))["crawlers"]
     assert section["model"] == "snapshots"
     source = build_source(section, {PRODUCT_DATABASE_URL_ENV: "x"})

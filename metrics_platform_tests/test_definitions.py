@@ -22,10 +22,17 @@ def test_the_asset_graph_runs_source_to_hourly_to_daily():
     daily = dg.AssetKey(["metrics", "daily_values"])
     hourly_raw = {
         dg.AssetKey(["raw", name])
-        for name in ("product_db_row_counts", "crawler_status", "events_hourly", "sql_metrics")
+        for name in (
+            "product_db_row_counts",
+            "crawler_status",
+            "events_hourly",
+            "sql_metrics",
+            "user_activity",
+        )
     }
     daily_raw = {
-        dg.AssetKey(["raw", name]) for name in ("events_daily_timings", "sql_metrics_daily")
+        dg.AssetKey(["raw", name])
+        for name in ("events_daily_timings", "sql_metrics_daily", "retention_cohorts")
     }
     assert hourly_raw | daily_raw | {hourly, daily} <= set(graph.get_all_asset_keys())
     assert hourly_raw <= graph.get(hourly).parent_keys

@@ -276,3 +276,65 @@ def runs_in_progress(store_url: str) -> int:
         store_url,
         "SELECT count(*) FROM runs WHERE status IN ('QUEUED', 'NOT_STARTED', 'STARTING', 'STARTED')",
     )[0][0]
+
+
+def test_the_documented_command_recomputes_the_later_hours_and_days(
+    store_url, product_url, postgres_server, monkeypatch
+):
+    """docs/backfilling.md's way: `metrics-platform materialize` over the late row's hour. The
+    source's run says which later hours it left stale; the command recomputes them, their
+    hourly values and their days next, and the store equals a fresh recomputation."""
+    import shutil
+    import subprocess
+
+    from metrics_platform_tests.processes import CLI, REPO
+
+    seed_product_database(product_url, now=hour("2026-03-12 00:00"), days=3, users=400)
+    home = instance_home("metrics_platform_late_cli_")
+    env = instance_env(home, SETTINGS, store_url, product_url)
+
+    def materialize(*args: str) -> str:
+        result = subprocess.run(
+            [*CLI, "materialize", *args],
+            env=env,
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        output = result.stdout + result.stderr
+        assert result.returncode == 0, output
+        return output
+
+    everything = "group:product_db or key:metrics/*"
+    try:
+        materialize("--select", everything, "--partitions", "2026-03-10..2026-03-11")
+        before = store_values(store_url)
+        execute(
+            product_url,
+            "INSERT INTO users (email, created_at) SELECT 'late' || n || '@x', "
+            "'2026-03-10 14:30+00' FROM generate_series(1, 50) n",
+        )
+        output = materialize(
+            "--select",
+            "group:product_db or key:metrics/hourly_values",
+            "--partitions",
+            "2026-03-10T14:00Z",
+        )
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+    assert "later hours of raw/product_db_row_counts" in output, output
+    assert "days of the later hours" in output, output
+
+    after = store_values(store_url)
+    monkeypatch.setenv(PRODUCT_DATABASE_URL_ENV, product_url)
+    fresh = fresh_recomputation(
+        postgres_server,
+        product_url,
+        monkeypatch,
+        ("2026-03-10-00:00", "2026-03-11-23:00"),
+        ("2026-03-10", "2026-03-11"),
+    )
+    assert after == fresh
+    moved = {k for k in after if after[k] != before.get(k)}
+    assert moved and all(k[1] == "objects.users.count" for k in moved)
