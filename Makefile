@@ -10,8 +10,10 @@ demo: $(VENV)/.installed
 	scripts/install-system-deps --runtime-only
 	$(BIN)/metrics-platform demo
 
+# Two workers: the daemon's tests mostly wait for ticks, so the other worker runs meanwhile.
+# Each module stays in one worker (its fixtures are set up once); see conftest.py.
 test: $(VENV)/.installed system-deps
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2
 
 system-deps:
 	scripts/install-system-deps

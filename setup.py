@@ -33,6 +33,8 @@ setup(
         "dev": [
             "pytest>=8",
             "pytest-timeout>=2.3",
+            # `make test` runs the suite in two workers (`-n 2 --dist loadgroup`).
+            "pytest-xdist>=3.6",
             "hypothesis>=6.100",
             "ruff>=0.6",
             # Drives Debian's chromium in the browser test of the Dagster UI (no browser download).

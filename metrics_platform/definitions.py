@@ -89,7 +89,7 @@ def build_definitions(
                 [m for s in enabled for m in s.expected_metrics],
                 {source.key: source.name for source in enabled},
             ),
-            build_daily_values(daily_keys),
+            build_daily_values(daily_keys, [source.name for source in enabled]),
             *build_kpi_assets(kpis),
         ],
         asset_checks=[freshness, *alert_checks],

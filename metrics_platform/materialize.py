@@ -45,6 +45,7 @@ import dagster as dg
 
 from metrics_platform.defs.sources.registry import DISABLED_TAG
 from metrics_platform.lib.errors import MetricsPlatformError
+from metrics_platform.lib.run_launcher import worker_tags
 
 # Dagster's tag pair that makes one run cover a range of partitions.
 RANGE_START_TAG = "dagster/asset_partition_range_start"
@@ -533,6 +534,8 @@ def run_step(
                 RANGE_START_TAG: step.partitions.start,
                 RANGE_END_TAG: step.partitions.end,
                 INVOCATION_TAG: invocation,
+                # Run monitoring fails the run if this process dies under it.
+                **worker_tags(),
             },
             raise_on_error=False,
             run_config=quiet_config(verbose),

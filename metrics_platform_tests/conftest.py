@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import dagster as dg
 import pytest
@@ -141,3 +143,53 @@ def prometheus_stub():
 
     with PrometheusStub() as stub:
         yield stub
+
+
+# --- the demo, once per session -----------------------------------------------------------
+
+# The tests of the README's first command share one demo home: the year is backfilled once,
+# by the first `metrics-platform demo --no-ui`, and every later demo on it only adds what is
+# missing, as a user's second start does. Under `pytest -n`, their modules run in one worker.
+DEMO_MODULES = (
+    "metrics_platform_tests/test_cli.py",
+    "metrics_platform_tests/test_docs.py",
+    "metrics_platform_tests/test_ui.py",
+)
+
+
+@dataclass(frozen=True)
+class DemoHome:
+    """A project home (`METRICS_PLATFORM_HOME`) on which the demo ran once: the environment
+    of the CLI on it and what that first run printed."""
+
+    env: dict[str, str]
+    first_run: subprocess.CompletedProcess
+
+
+@pytest.fixture(scope="session")
+def demo_home() -> Iterator[DemoHome]:
+    from metrics_platform_tests.processes import CLI, REPO, project_home
+
+    with project_home("metrics_platform_demo_") as env:
+        first = subprocess.run(
+            [*CLI, "demo", "--no-ui"],
+            env=env,
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+        yield DemoHome(env, first)
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """Under `pytest -n`, each module runs in one worker (its module fixtures are set up
+    once), and the demo's modules share one worker and its home."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModuleScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return "demo" if module in DEMO_MODULES else module
+
+    return ModuleScheduling(config, log)

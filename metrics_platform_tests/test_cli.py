@@ -56,8 +56,10 @@ def materialized_partitions(env: dict[str, str], key: list[str]) -> tuple[int, i
     return int(done), int(total)
 
 
-def test_demo_backfills_a_year_of_history_and_the_partitions_are_filled(fresh_home):
-    first = run_cli(fresh_home, "demo", "--no-ui")
+def test_demo_backfills_a_year_of_history_and_the_partitions_are_filled(demo_home):
+    # The session's demo home: its first `demo --no-ui` ran on an empty folder.
+    home = demo_home.env
+    first = demo_home.first_run
     assert first.returncode == 0, first.stdout + first.stderr
     out = first.stdout
     assert "demo product database: seeded in" in out
@@ -94,12 +96,12 @@ def test_demo_backfills_a_year_of_history_and_the_partitions_are_filled(fresh_ho
         ["raw", "crawler_status"],
         ["metrics", "daily_values"],
     ):
-        done, total = materialized_partitions(fresh_home, key)
+        done, total = materialized_partitions(home, key)
         # (An hour, or a day, may have closed since the demo ran.)
         assert total >= 365 and 0 <= total - done <= 1, (key, done, total)
 
     # Again: the database is kept, only what is missing is materialized.
-    second = run_cli(fresh_home, "demo", "--no-ui")
+    second = run_cli(home, "demo", "--no-ui")
     assert second.returncode == 0, second.stdout + second.stderr
     assert "already seeded" in second.stdout
     assert f"history: from {history_start}" in second.stdout
@@ -109,7 +111,7 @@ def test_demo_backfills_a_year_of_history_and_the_partitions_are_filled(fresh_ho
     # The command line on the demo's store: a source and the hourly values over UTC hours.
     latest = re.search(r"latest (\d{4}-\d{2}-\d{2}) (\d{2}):00 UTC", out).groups()
     run = run_cli(
-        fresh_home,
+        home,
         "materialize",
         "--select",
         "group:crawlers or key:metrics/hourly_values",
@@ -128,8 +130,9 @@ def test_demo_backfills_a_year_of_history_and_the_partitions_are_filled(fresh_ho
     assert "SAMPLE" not in run.stdout and "disabled: ga4" in run.stdout
 
 
-def test_demo_serves_the_dagster_ui_and_stops_everything_on_sigterm(fresh_home, tmp_path):
-    demo = start_demo(fresh_home, tmp_path / "demo.log")
+def test_demo_serves_the_dagster_ui_and_stops_everything_on_sigterm(demo_home, tmp_path):
+    home = demo_home.env
+    demo = start_demo(home, tmp_path / "demo.log")
     try:
         demo.wait_for_webserver(deadline=time.monotonic() + 240)
         nodes = demo.graphql("{ assetNodes { assetKey { path } } }")["assetNodes"]
@@ -145,7 +148,7 @@ def test_demo_serves_the_dagster_ui_and_stops_everything_on_sigterm(fresh_home, 
         if demo.process.poll() is None:
             os.killpg(demo.process.pid, signal.SIGKILL)
     assert "embedded Postgres stopped" in demo.log.read_text()
-    pg_data = Path(fresh_home["METRICS_PLATFORM_HOME"]) / "postgres"
+    pg_data = Path(home["METRICS_PLATFORM_HOME"]) / "postgres"
     assert not (pg_data / "postmaster.pid").exists()
 
 

@@ -2,6 +2,7 @@
 separate package installed into an environment with the platform; and every shell block of the
 README and docs/ runs as written (or the test says why it is not run)."""
 
+import contextlib
 import json
 import os
 import re
@@ -301,7 +302,7 @@ def run_until_served(part: str, env: dict[str, str], log: Path) -> None:
         if first_line(block) not in NOT_RUN
     ],
 )
-def test_the_shell_block_runs_as_written(doc, block, docs_env, tmp_path):
+def test_the_shell_block_runs_as_written(doc, block, docs_env, tmp_path, request):
     from metrics_platform_tests.processes import CLI
 
     lines = block.splitlines()
@@ -321,7 +322,14 @@ def test_the_shell_block_runs_as_written(doc, block, docs_env, tmp_path):
         check_output(doc, output)
         return
     # A serving command starts its own embedded database, in its namespace: a home of its own.
-    home, env = seeded_home("metrics_platform_docs_served_")
+    # `make demo` gets the session's demo home, its year already backfilled (as a user's
+    # second start finds it); anything else a seeded one.
+    if lines[long_at].startswith("make demo"):
+        home = contextlib.nullcontext()
+        env = {**request.getfixturevalue("demo_home").env}
+        env["PATH"] = f"{REPO_ROOT / '.venv' / 'bin'}:{env['PATH']}"
+    else:
+        home, env = seeded_home("metrics_platform_docs_served_")
     try:
         subprocess.run(
             [*CLI, "db", "stop"], env=env, cwd=REPO_ROOT, capture_output=True, timeout=120

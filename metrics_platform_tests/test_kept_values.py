@@ -14,14 +14,20 @@ from dagster._core.definitions.partitions.utils import TimeWindow
 from dagster._core.storage.db_io_manager import TablePartitionDimension, TableSlice
 
 from metrics_platform.defs.metric_store import MetricStore
-from metrics_platform.defs.metrics.assets import build_hourly_values
+from metrics_platform.defs.metrics.assets import (
+    DAILY_VALUES_KEY,
+    HOURLY_VALUES_KEY,
+    build_daily_values,
+    build_hourly_values,
+)
+from metrics_platform.defs.partitions import hourly_partitions
 from metrics_platform.defs.sources.prometheus.assets import SERIES_KEY, build_prometheus_series
 from metrics_platform.defs.sources.prometheus.resource import Prometheus, PrometheusQuery
 from metrics_platform.lib.database import connect
 from metrics_platform.lib.postgres_io import PostgresPandasIOManager
 from metrics_platform.lib.postgres_io.client import column_types
 from metrics_platform.lib.postgres_io.kept_values import ALLOW_FEWER_VALUES_TAG, values_lost
-from metrics_platform_tests.conftest import RANGE_TAGS, SOURCE_HOURS, execute, query
+from metrics_platform_tests.conftest import RANGE_TAGS, SOURCE_DAYS, SOURCE_HOURS, execute, query
 from metrics_platform_tests.prometheus_server import running_prometheus
 
 UTC = timezone.utc
@@ -170,3 +176,104 @@ def test_an_empty_answer_for_an_old_window_fails_and_keeps_the_stored_values(sto
         )
         assert allowed.success
     assert stored(store_url) == {"raw": [], "hourly": []}
+
+
+# --- a disabled source's values ------------------------------------------------------------------
+
+A, B = dg.AssetKey(["raw", "source_a"]), dg.AssetKey(["raw", "source_b"])
+DAY = "2026-03-10"
+
+
+def run_values(store_url, sources: dict[dg.AssetKey, str], tags=None) -> dg.ExecuteInProcessResult:
+    """The hourly values of 05:00 and 06:00 from `sources` (key: source name), then their day."""
+    specs = [
+        dg.AssetSpec(key, partitions_def=hourly_partitions, metadata={"partition_expr": "hour"})
+        for key in sources
+    ]
+    resources = {
+        "io_manager": PostgresPandasIOManager(url=store_url),
+        "metric_store": MetricStore(url=store_url),
+    }
+    assets = [
+        *specs,
+        build_hourly_values(list(sources), source_names=sources),
+        build_daily_values([], source_names=list(sources.values())),
+    ]
+    with dg.instance_for_test() as instance:
+        hours = dg.materialize(
+            assets,
+            selection=[HOURLY_VALUES_KEY],
+            instance=instance,
+            resources=resources,
+            tags={
+                **dict(zip(RANGE_TAGS, ("2026-03-10-05:00", "2026-03-10-06:00"))),
+                **(tags or {}),
+            },
+            raise_on_error=False,
+        )
+        if not hours.success:
+            return hours
+        return dg.materialize(
+            assets,
+            selection=[DAILY_VALUES_KEY],
+            instance=instance,
+            resources=resources,
+            partition_key=DAY,
+            tags=tags,
+            raise_on_error=False,
+        )
+
+
+def source_values(store_url) -> dict:
+    hourly = query(store_url, "SELECT metric, time, value FROM " + SOURCE_HOURS)
+    daily = query(store_url, "SELECT metric, date, value FROM " + SOURCE_DAYS)
+    return {"hourly": sorted(hourly), "daily": sorted(daily)}
+
+
+def test_a_disabled_source_keeps_its_values_when_the_others_are_recomputed(store_url):
+    execute(
+        store_url,
+        """CREATE SCHEMA raw;
+           CREATE TABLE raw.source_a (hour timestamptz, metric text, value float8,
+                                      PRIMARY KEY (metric, hour));
+           CREATE TABLE raw.source_b (LIKE raw.source_a INCLUDING ALL);
+           INSERT INTO raw.source_a VALUES ('2026-03-10 05:00Z', 'a.count', 1),
+                                           ('2026-03-10 06:00Z', 'a.count', 1);
+           INSERT INTO raw.source_b VALUES ('2026-03-10 05:00Z', 'b.count', 5),
+                                           ('2026-03-10 06:00Z', 'b.count', 6);
+           INSERT INTO metrics.metric (name, aggregation, source)
+           VALUES ('a.count', 'sum', 'a'), ('b.count', 'sum', 'b'),
+                  ('b.daily_users', 'last', 'b');""",
+    )
+    assert run_values(store_url, {A: "a", B: "b"}).success
+    # A value source `b` computed for the day itself (as GA4's daily report does).
+    execute(
+        store_url,
+        "INSERT INTO metrics.daily_values (metric_id, day, value) "
+        "SELECT id, %s, 42 FROM metrics.metric WHERE name = 'b.daily_users'",
+        (DAY,),
+    )
+    before = source_values(store_url)
+    assert [m for m, _, _ in before["daily"]] == ["a.count", "b.count", "b.daily_users"]
+
+    # `b` is disabled (its settings or credentials are gone); `a` has a late row. The window is
+    # recomputed from `a` alone: `a` moves, everything `b` landed stays as it was.
+    execute(store_url, "UPDATE raw.source_a SET value = 2 WHERE hour = '2026-03-10 06:00Z'")
+    assert run_values(store_url, {A: "a"}).success
+    after = source_values(store_url)
+    moved = {(m, str(t)): v for m, t, v in after["hourly"] if m == "a.count"}
+    assert sorted(moved.values()) == [1.0, 2.0]
+    assert [r for r in after["hourly"] if r[0] != "a.count"] == [
+        r for r in before["hourly"] if r[0] != "a.count"
+    ]
+    assert [r for r in after["daily"] if r[0] != "a.count"] == [
+        r for r in before["daily"] if r[0] != "a.count"
+    ]
+    assert [v for m, _, v in after["daily"] if m == "a.count"] == [3.0]
+
+    # The operator's explicit decision recomputes the window from the enabled sources only.
+    allowed = run_values(store_url, {A: "a"}, tags={ALLOW_FEWER_VALUES_TAG: "true"})
+    assert allowed.success
+    left = source_values(store_url)
+    assert {m for m, _, _ in left["hourly"]} == {"a.count"}
+    assert {m for m, _, _ in left["daily"]} == {"a.count"}

@@ -502,6 +502,7 @@ def test_the_provisioned_alert_rules_have_grafanas_shape():
 # --- With the real daemon -----------------------------------------------------------------------
 
 
+@pytest.mark.timeout(600)  # beyond the test's own deadline, which reports the daemon's log
 def test_the_daemon_evaluates_the_alerts_when_an_hour_lands(store_url, product_url, receiver):
     """A source lands an hour (a run of its own); the `metrics_automation` sensor then requests
     the hourly values and their alert checks, and the webhook gets the alert once: a second
@@ -546,7 +547,9 @@ def test_the_daemon_evaluates_the_alerts_when_an_hour_lands(store_url, product_u
         while not condition():
             assert daemon.poll() is None, daemon_log(home)
             assert time.monotonic() < deadline, (
-                f"{what} did not happen in time:\n{daemon_log(home)}"
+                f"{what} did not happen in time; episodes "
+                f"{query(store_url, 'SELECT * FROM metrics.alert_episodes')}, "
+                f"messages {[r['json']['text'] for r in received]}:\n{daemon_log(home)}"
             )
             time.sleep(3)
 
@@ -558,7 +561,8 @@ def test_the_daemon_evaluates_the_alerts_when_an_hour_lands(store_url, product_u
         deadline = time.monotonic() + 480
         land(first)
         wait_for(lambda: received, "the alert", deadline)
-        assert last_period() == first
+        # The episode commits right after the message is posted.
+        wait_for(lambda: last_period() == first, "the episode", deadline)
         land(first + timedelta(hours=1))
         wait_for(
             lambda: last_period() == first + timedelta(hours=1), "the second evaluation", deadline

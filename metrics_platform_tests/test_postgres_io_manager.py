@@ -11,6 +11,7 @@ import dagster as dg
 import pandas as pd
 import pytest
 
+from metrics_platform.defs.metadata import raw_table_schema
 from metrics_platform.lib.postgres_io import PostgresPandasIOManager
 from metrics_platform.lib.postgres_io.kept_values import ALLOW_FEWER_VALUES_TAG
 from metrics_platform_tests import io_assets
@@ -179,6 +180,7 @@ import sys, time, io
 from pathlib import Path
 import dagster as dg
 from metrics_platform.lib.postgres_io import pandas_type_handler
+from metrics_platform.defs.metadata import raw_table_schema
 from metrics_platform.lib.postgres_io import PostgresPandasIOManager
 from metrics_platform.lib.postgres_io.kept_values import ALLOW_FEWER_VALUES_TAG
 from metrics_platform_tests import io_assets
@@ -232,3 +234,31 @@ def test_a_write_killed_during_copy_leaves_the_previous_state(store_url, tmp_pat
     # Its lock is gone too: the next write of the same hour goes through.
     run(store_url, [io_assets.values], partition_key=HOUR, config={"version": 4})
     assert {v for h, m, v in table(store_url) if h.hour == 5} == {4005.0, 4006.0, 4007.0}
+
+
+def test_a_first_write_without_rows_creates_the_declared_column_types(store_url):
+    # An empty frame has no dtypes to go by (its hours are plain objects): the new table takes
+    # the types the asset declares, so the hours that come later are timestamps, not text.
+    @dg.asset(
+        key=dg.AssetKey(["test_io", "empty_first"]),
+        partitions_def=io_assets.hourly_partitions,
+        metadata={
+            "partition_expr": "hour",
+            "primary_key": ["metric", "hour"],
+            "dagster/column_schema": raw_table_schema("hour"),
+        },
+    )
+    def empty_first(context: dg.AssetExecutionContext) -> pd.DataFrame:
+        return pd.DataFrame({"hour": [], "metric": [], "value": []})
+
+    run(store_url, [empty_first], partition_key=HOUR)
+    types = query(
+        store_url,
+        "SELECT column_name, data_type FROM information_schema.columns "
+        "WHERE table_schema = 'test_io' AND table_name = 'empty_first' ORDER BY column_name",
+    )
+    assert types == [
+        ("hour", "timestamp with time zone"),
+        ("metric", "text"),
+        ("value", "double precision"),
+    ]

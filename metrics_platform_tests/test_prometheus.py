@@ -21,7 +21,11 @@ from metrics_platform.defs.sources import prometheus
 from metrics_platform.defs.sources.product_db.assets import ROW_COUNTS_KEY, product_db_row_counts
 from metrics_platform.defs.sources.product_db.resource import CountedTable, ProductDatabase
 from metrics_platform.defs.sources.prometheus.assets import SERIES_KEY, build_prometheus_series
-from metrics_platform.defs.sources.prometheus.normalize import naming_query, normalize_matrix
+from metrics_platform.defs.sources.prometheus.normalize import (
+    matrix_result,
+    naming_query,
+    normalize_matrix,
+)
 from metrics_platform.defs.sources.prometheus.resource import Prometheus, evaluation_chunks
 from metrics_platform.demo.prometheus_sample_server import SAMPLE_QUERIES, start_sample_server
 from metrics_platform.lib.demo_data import seed_product_database
@@ -619,3 +623,15 @@ def test_label_values_are_made_safe_for_metric_names():
         answer(series({"job": "/api/v1 query"}, "1")), "http.requests.{job}", START, END
     )
     assert set(frame["metric"]) == {"http.requests.api_v1_query"}
+
+
+def test_an_error_without_a_type_says_so_and_keeps_the_servers_words_short():
+    # A proxy in front of Prometheus answering 503 with `{"status": "error", "error": ...}`.
+    with pytest.raises(SourceError) as e:
+        matrix_result({"status": "error", "error": "overloaded"})
+    assert (
+        str(e.value) == "source 'prometheus': Prometheus answered an error of no type: overloaded"
+    )
+    with pytest.raises(SourceError) as e:
+        matrix_result({"status": "error", "errorType": "execution", "error": "x" * 10_000})
+    assert len(str(e.value)) < 400

@@ -22,8 +22,9 @@ import yaml
 from metrics_platform.defs.automation.schedules import RANGE_TAGS
 from metrics_platform.defs.metrics.assets import HOURLY_VALUES_KEY
 from metrics_platform.lib.demo_data import seed_product_database
-from metrics_platform.lib.run_launcher import MonitoredRunLauncher
+from metrics_platform.lib.run_launcher import WORKER_PID_TAG, MonitoredRunLauncher
 from metrics_platform_tests.processes import (
+    CLI,
     REPO,
     daemon_log,
     dagster_daemon,
@@ -248,3 +249,57 @@ def test_a_run_whose_processes_die_fails_and_its_hours_are_recomputed(
                 second_home,
                 interval=2,
             )
+
+
+def test_a_command_line_run_whose_process_dies_fails(
+    store_url, product_url, prometheus_stub, monkeypatch
+):
+    """`metrics-platform materialize` executes its runs in its own process, not through a code
+    server: killed with -9 mid-run, its run is failed by run monitoring all the same."""
+    seed_product_database(
+        product_url, now=datetime(2026, 3, 12, tzinfo=timezone.utc), days=3, users=40
+    )
+    prometheus_stub.delay = 600  # the run is still waiting for Prometheus when it is killed
+    home = _home("metrics_platform_monitor_cli_", None)
+    env = instance_env(home, SETTINGS, store_url, product_url)
+    env["METRICS_PLATFORM_PROMETHEUS_URL"] = prometheus_stub.url
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+
+    with dg.DagsterInstance.from_config(str(home)) as instance, _daemon(home, env):
+        command = subprocess.Popen(
+            [
+                *CLI,
+                "materialize",
+                "--select",
+                "group:prometheus",
+                "--partitions",
+                f"{FIRST}...{LAST}",
+            ],
+            env=env,
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        try:
+            deadline = time.monotonic() + 150
+            _wait("the Prometheus request", lambda: prometheus_stub.requests, deadline, home)
+            (record,) = instance.get_run_records()
+            run = record.dagster_run
+            assert run.status == dg.DagsterRunStatus.STARTED
+            assert run.tags[WORKER_PID_TAG] == str(command.pid)
+            os.killpg(command.pid, signal.SIGKILL)
+            command.wait(timeout=30)
+        finally:
+            if command.poll() is None:
+                os.killpg(command.pid, signal.SIGKILL)
+        _wait(
+            "the failure of the killed command's run",
+            lambda: instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.FAILURE,
+            time.monotonic() + 150,
+            home,
+            interval=1,
+        )
+        messages = " ".join(event.message or "" for event in instance.all_logs(run.run_id))
+        assert f"the process that executed the run (pid {command.pid} on" in messages

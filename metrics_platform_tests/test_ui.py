@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from metrics_platform_tests.processes import REPO, Demo, project_home, start_demo
+from metrics_platform_tests.processes import REPO, Demo, start_demo
 
 try:
     from playwright.sync_api import Browser, Page, expect, sync_playwright
@@ -48,7 +48,9 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-VIEWPORT = {"width": 1920, "height": 1200}
+# Wide enough that the whole lineage, fitted to the window, is drawn at a scale where each
+# asset is a full node (with its link), not the minimal box of a zoomed-out graph.
+VIEWPORT = {"width": 2880, "height": 1620}
 
 # Seconds: the demo backfills a year before serving the UI; runs wait in the instance's queue.
 STARTUP_TIMEOUT = 420
@@ -64,6 +66,10 @@ EXPECTED_GROUPS = {
     "raw/ga4_report": "ga4",
     "raw/ga4_daily_report": "ga4",
     "raw/prometheus_series": "prometheus",
+    "raw/user_activity": "retention",
+    "raw/retention_cohorts": "retention",
+    "raw/sql_metrics": "sql_metrics",
+    "raw/sql_metrics_daily": "sql_metrics",
     "metrics/hourly_values": "metrics",
     "metrics/daily_values": "metrics",
     "metrics/hourly_kpis": "metrics",
@@ -110,20 +116,20 @@ def wait_until_serving(platform: Demo) -> None:
 
 
 @pytest.fixture(scope="module")
-def platform() -> Iterator[Demo]:
-    """`metrics-platform demo` on a fresh project folder, its embedded Postgres on a free port."""
+def platform(demo_home) -> Iterator[Demo]:
+    """`metrics-platform demo` on the session's demo home (its year already backfilled by a
+    first `demo --no-ui`, as a user's second start finds it), its UI on a free port."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     for stale in ARTIFACTS.glob("*.png"):
         stale.unlink()
-    with project_home("metrics_platform_ui_") as env:
-        running = start_demo(env, ARTIFACTS / "demo.log")
-        try:
-            wait_until_serving(running)
-            # The community pop-up ("NUX") would cover the pages.
-            assert running.graphql("mutation { setNuxSeen }")["setNuxSeen"] is True
-            yield running
-        finally:
-            stop(running.process)
+    running = start_demo(demo_home.env, ARTIFACTS / "demo.log")
+    try:
+        wait_until_serving(running)
+        # The community pop-up ("NUX") would cover the pages.
+        assert running.graphql("mutation { setNuxSeen }")["setNuxSeen"] is True
+        yield running
+    finally:
+        stop(running.process)
 
 
 def stop(process: subprocess.Popen) -> None:
@@ -382,7 +388,9 @@ def test_launch_one_partition_from_the_ui_and_see_it_materialized(page, platform
     expect(page.get_by_role("button", name=re.compile("Materialize…"))).to_be_enabled()
     expect(page.get_by_text("Latest materialization", exact=True)).to_be_visible()
     expect(page.get_by_text("Group", exact=True)).to_be_visible()
-    expect(page.get_by_text(EXPECTED_GROUPS[HOURLY_ASSET], exact=True)).to_be_visible()
+    expect(
+        page.get_by_role("link", name=EXPECTED_GROUPS[HOURLY_ASSET], exact=True).first
+    ).to_be_visible()
     screenshot(page, "03-asset-page.png")
     open_partition(page, HOURLY_ASSET, partition)
     expect(partition_dot(page, partition)).to_have_attribute("style", re.compile("accent-green"))

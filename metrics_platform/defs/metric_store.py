@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import date, datetime
 
 import dagster as dg
 import pandas as pd
@@ -90,6 +90,43 @@ class MetricStore(dg.ConfigurableResource):
             {
                 "hour": pd.to_datetime(pd.Series(hours), utc=True),
                 "metric": pd.Series(names, dtype=object),
+                "value": pd.Series(values, dtype="float64"),
+            }
+        )
+
+    def values_of_unread_sources(
+        self, table: str, start: datetime | date, end: datetime | date, read: Iterable[str]
+    ) -> pd.DataFrame:
+        """The stored rows of `metrics.<table>` (`hourly_values` or `daily_values`) in
+        [start, end) whose metric belongs to none of the `read` sources: a disabled source's
+        values, or one no longer configured. Recomputing a window from the sources that are
+        read keeps them as they are: a source that is not read has not answered less."""
+        period = {"hourly_values": "hour", "daily_values": "day"}[table]
+        with self.connection() as conn, conn, conn.cursor() as cur:
+            cur.execute(
+                sql.SQL(
+                    "SELECT v.metric_id, v.{period}, v.value FROM {table} v "
+                    "JOIN {catalog} m ON m.id = v.metric_id "
+                    "WHERE v.{period} >= %s AND v.{period} < %s AND NOT m.source = ANY(%s) "
+                    "ORDER BY 1, 2"
+                ).format(
+                    period=sql.Identifier(period),
+                    table=sql.Identifier(store.SCHEMA, table),
+                    catalog=sql.Identifier(store.SCHEMA, "metric"),
+                ),
+                (start, end, sorted(set(read))),
+            )
+            rows = cur.fetchall()
+        ids, periods, values = zip(*rows) if rows else ((), (), ())
+        when = (
+            pd.to_datetime(pd.Series(periods, dtype=object), utc=True)
+            if period == "hour"
+            else pd.Series(periods, dtype=object)
+        )
+        return pd.DataFrame(
+            {
+                "metric_id": pd.Series(ids, dtype="int64"),
+                period: when,
                 "value": pd.Series(values, dtype="float64"),
             }
         )

@@ -1,7 +1,7 @@
 """Hourly values from every raw source, and their daily rollups."""
 
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 
 import dagster as dg
 import pandas as pd
@@ -22,6 +22,7 @@ from metrics_platform.defs.partitions import (
 )
 from metrics_platform.lib.errors import MetricsPlatformError
 from metrics_platform.lib.metric_rows import window_hours
+from metrics_platform.lib.postgres_io.kept_values import allows_fewer_values
 from metrics_platform.lib.store import MetricSpec
 
 HOURLY_VALUES_KEY = dg.AssetKey(["metrics", "hourly_values"])
@@ -159,6 +160,34 @@ def describe_gaps(gaps: Sequence[tuple[object, Sequence[str]]], limit: int = 10)
     return "\n".join(lines) or "none"
 
 
+def keep_unread_sources(
+    context: dg.AssetExecutionContext,
+    metric_store: MetricStore,
+    table: str,
+    start: datetime | date,
+    end: datetime | date,
+    read: set[str] | None,
+    new: pd.DataFrame,
+) -> pd.DataFrame:
+    """The stored values of the window whose source this run does not read (a disabled source,
+    or one no longer configured), to be written back unchanged: recomputing a window from the
+    enabled sources must not delete what the others landed. A run with the operator's
+    permission to store fewer values (`--allow-fewer-values`) drops them instead. `read` is
+    None when the asset was built without naming its sources (nothing is kept); a metric the
+    `new` rows hold is read, whatever its catalog says."""
+    if read is None or allows_fewer_values(context.run.tags):
+        period = "hour" if table == "hourly_values" else "day"
+        return pd.DataFrame(
+            {
+                "metric_id": pd.Series([], dtype="int64"),
+                period: pd.Series([], dtype=object),
+                "value": pd.Series([], dtype="float64"),
+            }
+        )
+    kept = metric_store.values_of_unread_sources(table, start, end, read)
+    return kept[~kept["metric_id"].isin(new["metric_id"].unique())]
+
+
 def build_hourly_values(
     raw_keys: Sequence[dg.AssetKey],
     expected_metrics: Sequence[str] = (),
@@ -174,6 +203,8 @@ def build_hourly_values(
         key.to_python_identifier(): (source_names or {}).get(key, key.to_user_string())
         for key in raw_keys
     }
+    # With the sources named, the values of every other source are kept as stored.
+    read_sources = None if source_names is None else {*source_names.values(), PLATFORM_SOURCE}
 
     @dg.asset(
         key=HOURLY_VALUES_KEY,
@@ -216,6 +247,10 @@ def build_hourly_values(
         metric_store.register_metrics(COMPLETENESS_SPECS)
         ids = metric_store.metric_ids(names)
         values = combine_sources(frames, ids)
+        kept = keep_unread_sources(
+            context, metric_store, "hourly_values", start, end, read_sources, values
+        )
+        values = pd.concat([values, kept], ignore_index=True) if len(kept) else values
         gaps = [(h, m) for h, m in zip(missing["hour"], missing["missing"]) if m]
         yield dg.Output(
             values,
@@ -226,6 +261,7 @@ def build_hourly_values(
                     for name, frame in raw.items()
                 },
                 "rows_out": dg.MetadataValue.int(len(values)),
+                "rows_kept/unread_sources": dg.MetadataValue.int(len(kept)),
                 "metrics": dg.MetadataValue.int(values["metric_id"].nunique()),
                 "incomplete_hours": dg.MetadataValue.int(len(gaps)),
             },
@@ -338,8 +374,12 @@ def day_completeness(
     )
 
 
-def build_daily_values(computed_keys: Sequence[dg.AssetKey]) -> dg.AssetsDefinition:
-    """The daily values asset over the hourly values and the sources' own daily assets."""
+def build_daily_values(
+    computed_keys: Sequence[dg.AssetKey], source_names: Sequence[str] | None = None
+) -> dg.AssetsDefinition:
+    """The daily values asset over the hourly values and the sources' own daily assets;
+    `source_names` are the enabled sources (the days of the others are kept as stored)."""
+    read_sources = None if source_names is None else {*source_names, PLATFORM_SOURCE}
     ins = {
         "hourly_values": dg.AssetIn(key=HOURLY_VALUES_KEY),
         **{key.to_python_identifier(): dg.AssetIn(key=key) for key in computed_keys},
@@ -392,6 +432,21 @@ def build_daily_values(computed_keys: Sequence[dg.AssetKey]) -> dg.AssetsDefinit
         daily = combine_daily(
             rolled_up, {**computed, PLATFORM_SOURCE: own}, metric_store.metric_ids(names)
         )
+        # A disabled source's own days (not rolled up from its kept hours) stay as stored.
+        window = context.partition_time_window
+        kept = keep_unread_sources(
+            context,
+            metric_store,
+            "daily_values",
+            window.start.date(),
+            window.end.date(),
+            read_sources,
+            daily,
+        )
+        if len(kept):
+            daily = pd.concat([daily, kept], ignore_index=True).sort_values(
+                ["metric_id", "day"], ignore_index=True
+            )
         gaps = [
             (day, [f"{done} of {hours} hours complete"])
             for day, hours, done, ok in days.itertuples(index=False)
@@ -407,6 +462,7 @@ def build_daily_values(computed_keys: Sequence[dg.AssetKey]) -> dg.AssetsDefinit
                 "rows_in": dg.MetadataValue.int(len(hourly_values)),
                 **{f"rows_in/{n}": dg.MetadataValue.int(len(f)) for n, f in computed.items()},
                 "rows_out": dg.MetadataValue.int(len(daily)),
+                "rows_kept/unread_sources": dg.MetadataValue.int(len(kept)),
                 "incomplete_days": dg.MetadataValue.int(len(gaps)),
             },
         )

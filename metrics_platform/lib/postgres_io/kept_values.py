@@ -146,13 +146,18 @@ def with_metric_names(cursor, loss: Loss, key: Sequence[str]) -> Loss:
     return Loss(loss.rows, {names.get(i, f"metric id {i}"): n for i, n in loss.by_key.items()})
 
 
+def allows_fewer_values(run_tags: Mapping[str, str]) -> bool:
+    """Whether run tags carry the operator's explicit permission to store fewer values."""
+    return str(run_tags.get(ALLOW_FEWER_VALUES_TAG, "")).lower() in ("true", "1", "yes")
+
+
 def fewer_values_allowed(context) -> bool:
-    """Whether the run carries the operator's explicit permission to store fewer values."""
+    """Whether the output's run carries the operator's permission to store fewer values."""
     try:
         tags = context.step_context.run_tags
     except Exception:  # an output context built outside a run has no step
         return False
-    return str(tags.get(ALLOW_FEWER_VALUES_TAG, "")).lower() in ("true", "1", "yes")
+    return allows_fewer_values(tags)
 
 
 def window_label(table_slice: TableSlice, types: Mapping | None = None) -> str:

@@ -304,9 +304,31 @@ def _copy_csv(frame: pd.DataFrame) -> CsvStream:
     return CsvStream(frame)
 
 
-def _create_table(cursor, table_slice: TableSlice, frame: pd.DataFrame, key: Sequence[str]):
+# Column types a declared schema may give a new table (anything else: from the frame's dtype).
+DECLARABLE_TYPES = frozenset(
+    ("timestamptz", "timestamp", "date", "text", "double precision", "bigint", "integer", "boolean")
+)
+
+
+def _create_table(
+    cursor,
+    table_slice: TableSlice,
+    frame: pd.DataFrame,
+    key: Sequence[str],
+    declared: dg.TableSchema | None = None,
+):
+    """Create the slice's table with the asset's declared column types where it declares them
+    (a first write with no rows has no dtypes to go by: its hours would become text), else
+    the types of the frame's columns."""
+    types = {
+        column.name: column.type
+        for column in (declared.columns if declared is not None else [])
+        if column.type in DECLARABLE_TYPES
+    }
     columns = [
-        sql.SQL("{} {}").format(sql.Identifier(name), sql.SQL(postgres_type(frame[name])))
+        sql.SQL("{} {}").format(
+            sql.Identifier(name), sql.SQL(types.get(name) or postgres_type(frame[name]))
+        )
         for name in frame.columns
     ]
     if key:
@@ -377,7 +399,7 @@ class PostgresPandasTypeHandler(DbTypeHandler[pd.DataFrame]):
             check_declared_columns(frame, declared, table_slice)
         with connection.cursor() as cur:
             if not table_exists(cur, table_slice):
-                _create_table(cur, table_slice, frame, metadata.get("primary_key") or [])
+                _create_table(cur, table_slice, frame, metadata.get("primary_key") or [], declared)
             existing = column_types(cur, table_slice)
             missing = [name for name in frame.columns if name not in existing]
             if missing:

@@ -45,6 +45,12 @@ SAMPLE_VALUE = re.compile(r"-?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+
 TRANSIENT_ERROR_TYPES = ("timeout", "unavailable")
 
 
+def _short(value: object, limit: int = 300) -> str:
+    """A server's text for a message: as it is, cut to `limit` characters (else its repr)."""
+    text = value if isinstance(value, str) else reprlib.repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def matrix_result(payload: object) -> list[dict]:
     """The series of a `query_range` answer, or `SourceError` saying what is wrong with it."""
     if not isinstance(payload, Mapping):
@@ -52,9 +58,10 @@ def matrix_result(payload: object) -> list[dict]:
     status = payload.get("status")
     if status == "error":
         error_type = payload.get("errorType")
+        kind = _short(error_type) if error_type else "an error of no type"
         raise SourceError(
             SOURCE,
-            f"Prometheus answered {error_type}: {payload.get('error')}",
+            f"Prometheus answered {kind}: {_short(payload.get('error'))}",
             transient=error_type in TRANSIENT_ERROR_TYPES,
         )
     if status != "success":
