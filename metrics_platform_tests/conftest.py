@@ -193,3 +193,24 @@ def pytest_xdist_make_scheduler(config, log):
             return "demo" if module in DEMO_MODULES else module
 
     return ModuleScheduling(config, log)
+
+
+# The longest modules first (measured with `--durations`), so that under `pytest -n` no worker
+# is left alone with one of them at the end. The order of the tests within a module is kept.
+SLOWEST_MODULES = (
+    *DEMO_MODULES,
+    "metrics_platform_tests/test_metric_alerts.py",
+    "metrics_platform_tests/test_late_data.py",
+    "metrics_platform_tests/test_run_monitoring.py",
+    "metrics_platform_tests/test_automation_daemon.py",
+    "metrics_platform_tests/test_daemon.py",
+    "metrics_platform_tests/test_run_queue.py",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    def rank(item) -> int:
+        module = item.nodeid.split("::", 1)[0]
+        return SLOWEST_MODULES.index(module) if module in SLOWEST_MODULES else len(SLOWEST_MODULES)
+
+    items.sort(key=rank)

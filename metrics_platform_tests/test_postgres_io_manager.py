@@ -1,5 +1,6 @@
 """The Postgres IO manager against a real Postgres: partition-exact, idempotent, atomic writes."""
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -31,10 +32,11 @@ def run(
     config=None,
     raise_on_error=True,
     tags=None,
+    instance=None,
 ):
     tags = {**(dict(zip(RANGE_TAGS, partition_range)) if partition_range else {}), **(tags or {})}
     run_config = {"ops": {"test_io__values": {"config": config}}} if config else None
-    with dg.instance_for_test() as instance:
+    with contextlib.nullcontext(instance) if instance else dg.instance_for_test() as instance:
         return dg.materialize(
             assets,
             instance=instance,
@@ -104,8 +106,14 @@ def test_a_range_write_equals_single_writes(store_url, postgres_server):
         [io_assets.values],
         partition_range=(hours[0].strftime("%Y-%m-%d-%H:%M"), hours[-1].strftime("%Y-%m-%d-%H:%M")),
     )
-    for hour in hours:
-        run(single_url, [io_assets.values], partition_key=hour.strftime("%Y-%m-%d-%H:%M"))
+    with dg.instance_for_test() as instance:
+        for hour in hours:
+            run(
+                single_url,
+                [io_assets.values],
+                partition_key=hour.strftime("%Y-%m-%d-%H:%M"),
+                instance=instance,
+            )
     assert table(store_url) == table(single_url)
     assert len(table(store_url)) == 48 * len(io_assets.METRICS)
 
