@@ -1,7 +1,8 @@
 """The Dagster UI of `metrics-platform demo`, driven in a real browser.
 
-The platform is started the way a user starts it (`metrics-platform demo`, on a fresh project
-folder with its own embedded Postgres), then Chromium, through Playwright, checks that:
+The platform is started the way a user starts it (`metrics-platform demo`, on the session's
+demo home: a project folder with its own embedded Postgres, where a first `demo --no-ui` has
+backfilled the year), then Chromium, through Playwright, checks that:
 
 - the global asset lineage shows every asset inside the box of its group, as GraphQL reports it;
 - the demo's year of history is there: every partition of every partitioned asset is
