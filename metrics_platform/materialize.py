@@ -427,16 +427,14 @@ def allowing_fewer_values(step: Step) -> Step:
 def stale_ranges(result) -> dict[dg.AssetKey, dg.PartitionKeyRange]:
     """The later partitions each materialized asset said it left stale (every partition of a
     range run says the same)."""
-    from metrics_platform.defs.automation.late_data import STALE_FROM, STALE_TO
+    from metrics_platform.defs.automation.late_data import stale_window
 
     stale = {}
     for event in result.get_asset_materialization_events():
         materialization = event.event_specific_data.materialization
-        metadata = materialization.metadata
-        if STALE_FROM in metadata and materialization.asset_key not in stale:
-            stale[materialization.asset_key] = dg.PartitionKeyRange(
-                metadata[STALE_FROM].value, metadata[STALE_TO].value
-            )
+        window = stale_window(materialization.metadata)
+        if window is not None and materialization.asset_key not in stale:
+            stale[materialization.asset_key] = dg.PartitionKeyRange(*window)
     return stale
 
 
@@ -462,7 +460,9 @@ def later_hours_follow_up(defs: dg.Definitions) -> FollowUp:
         steps, downstream, last = [], set(), None
         for key, stale in sorted(outcome.stale.items(), key=lambda item: item[0].path):
             steps.append(Step(f"later hours of {key.to_user_string()}", (key,), hourly, stale))
-            downstream |= _descendants(graph, [key])
+            downstream |= (
+                dg.AssetSelection.assets(key).downstream(include_self=False).resolve(graph)
+            )
             last = max(filter(None, (last, window(stale.end).end)))
         derived_hours = of_kind(hourly, downstream)
         if derived_hours:
@@ -482,17 +482,6 @@ def later_hours_follow_up(defs: dg.Definitions) -> FollowUp:
         return steps
 
     return follow
-
-
-def _descendants(graph, keys) -> set[dg.AssetKey]:
-    """Every asset downstream of `keys`, at any depth."""
-    seen, todo = set(), list(keys)
-    while todo:
-        for child in graph.get(todo.pop()).child_keys:
-            if child not in seen:
-                seen.add(child)
-                todo.append(child)
-    return seen
 
 
 def closed_days(daily: Kind, first: datetime, last: datetime) -> dg.PartitionKeyRange | None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import date, datetime
 
@@ -16,6 +16,24 @@ from metrics_platform.lib import store
 from metrics_platform.lib.database import connect
 from metrics_platform.lib.identifiers import validate_identifier
 from metrics_platform.lib.metric_rows import empty_metric_frame
+
+# The value tables and their period columns.
+VALUE_TABLES = {"hourly_values": "hour", "daily_values": "day"}
+
+
+def value_frame(table: str, rows: Sequence[tuple] = ()) -> pd.DataFrame:
+    """(metric_id, period, value) rows of a value table as its frame: hours as UTC
+    timestamps, days as dates; no rows, an empty frame of the same columns."""
+    period = VALUE_TABLES[table]
+    ids, periods, values = zip(*rows) if rows else ((), (), ())
+    when = pd.Series(periods, dtype=object)
+    return pd.DataFrame(
+        {
+            "metric_id": pd.Series(ids, dtype="int64"),
+            period: pd.to_datetime(when, utc=True) if period == "hour" else when,
+            "value": pd.Series(values, dtype="float64"),
+        }
+    )
 
 
 class MetricStore(dg.ConfigurableResource):
@@ -100,36 +118,33 @@ class MetricStore(dg.ConfigurableResource):
         """The stored rows of `metrics.<table>` (`hourly_values` or `daily_values`) in
         [start, end) whose metric belongs to none of the `read` sources: a disabled source's
         values, or one no longer configured. Recomputing a window from the sources that are
-        read keeps them as they are: a source that is not read has not answered less."""
-        period = {"hourly_values": "hour", "daily_values": "day"}[table]
+        read keeps them as they are: a source that is not read has not answered less.
+
+        The catalog is asked first: when every metric's source is read (the usual case), the
+        window's values are not scanned at all; otherwise only those metrics' rows are read,
+        through the table's primary key."""
+        period = VALUE_TABLES[table]
         with self.connection() as conn, conn, conn.cursor() as cur:
             cur.execute(
-                sql.SQL(
-                    "SELECT v.metric_id, v.{period}, v.value FROM {table} v "
-                    "JOIN {catalog} m ON m.id = v.metric_id "
-                    "WHERE v.{period} >= %s AND v.{period} < %s AND NOT m.source = ANY(%s) "
-                    "ORDER BY 1, 2"
-                ).format(
-                    period=sql.Identifier(period),
-                    table=sql.Identifier(store.SCHEMA, table),
-                    catalog=sql.Identifier(store.SCHEMA, "metric"),
+                sql.SQL("SELECT id FROM {} WHERE NOT source = ANY(%s)").format(
+                    sql.Identifier(store.SCHEMA, "metric")
                 ),
-                (start, end, sorted(set(read))),
+                (sorted(set(read)),),
             )
-            rows = cur.fetchall()
-        ids, periods, values = zip(*rows) if rows else ((), (), ())
-        when = (
-            pd.to_datetime(pd.Series(periods, dtype=object), utc=True)
-            if period == "hour"
-            else pd.Series(periods, dtype=object)
-        )
-        return pd.DataFrame(
-            {
-                "metric_id": pd.Series(ids, dtype="int64"),
-                period: when,
-                "value": pd.Series(values, dtype="float64"),
-            }
-        )
+            ids = [row[0] for row in cur.fetchall()]
+            rows = []
+            if ids:
+                cur.execute(
+                    sql.SQL(
+                        "SELECT metric_id, {period}, value FROM {table} WHERE metric_id = ANY(%s) "
+                        "AND {period} >= %s AND {period} < %s ORDER BY 1, 2"
+                    ).format(
+                        period=sql.Identifier(period), table=sql.Identifier(store.SCHEMA, table)
+                    ),
+                    (ids, start, end),
+                )
+                rows = cur.fetchall()
+        return value_frame(table, rows)
 
     def latest_raw_hour(
         self, key: dg.AssetKey, metrics: Iterable[str] | None = None, after: datetime | None = None

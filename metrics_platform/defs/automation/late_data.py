@@ -25,7 +25,7 @@ Every path that recomputes a past hour takes care of it, in range runs:
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 
 import dagster as dg
@@ -139,6 +139,14 @@ def stale_metadata(stale: tuple[datetime, datetime] | None) -> dict[str, dg.Meta
     }
 
 
+def stale_window(metadata: Mapping[str, dg.MetadataValue]) -> tuple[str, str] | None:
+    """The (first, last) hourly partition keys a materialization's `stale_metadata` names, or
+    None when it left nothing stale."""
+    if STALE_FROM not in metadata:
+        return None
+    return metadata[STALE_FROM].value, metadata[STALE_TO].value
+
+
 def build_later_hours_sensor(sources: Sequence[tuple[str, dg.AssetKey]]) -> dg.SensorDefinition:
     """`later_hours_follow`: a range run of a cumulative source over the later hours one of its
     materializations left stale. `sources` are (source name, raw asset key)."""
@@ -168,10 +176,9 @@ def build_later_hours_sensor(sources: Sequence[tuple[str, dg.AssetKey]]) -> dg.S
             )
             for record in result.records:
                 cursor[label] = max(cursor[label], record.storage_id)
-                metadata = record.asset_materialization.metadata
-                if STALE_FROM not in metadata:
+                window = stale_window(record.asset_materialization.metadata)
+                if window is None:
                     continue
-                window = (metadata[STALE_FROM].value, metadata[STALE_TO].value)
                 if (label, window) in seen:  # every partition of a range run says the same
                     continue
                 seen.add((label, window))

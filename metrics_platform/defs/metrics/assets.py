@@ -11,7 +11,7 @@ from metrics_platform.defs.automation.conditions import (
     WHEN_THE_DAY_IS_COMPLETE,
 )
 from metrics_platform.defs.metadata import value_table_metadata, window_metadata
-from metrics_platform.defs.metric_store import MetricStore
+from metrics_platform.defs.metric_store import MetricStore, value_frame
 from metrics_platform.defs.metrics.rollup import rollup_daily
 from metrics_platform.defs.partitions import (
     BUSINESS_TIMEZONE,
@@ -176,14 +176,7 @@ def keep_unread_sources(
     None when the asset was built without naming its sources (nothing is kept); a metric the
     `new` rows hold is read, whatever its catalog says."""
     if read is None or allows_fewer_values(context.run.tags):
-        period = "hour" if table == "hourly_values" else "day"
-        return pd.DataFrame(
-            {
-                "metric_id": pd.Series([], dtype="int64"),
-                period: pd.Series([], dtype=object),
-                "value": pd.Series([], dtype="float64"),
-            }
-        )
+        return value_frame(table)
     kept = metric_store.values_of_unread_sources(table, start, end, read)
     return kept[~kept["metric_id"].isin(new["metric_id"].unique())]
 
