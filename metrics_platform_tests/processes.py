@@ -88,6 +88,23 @@ def launch_job(env: dict[str, str], job: str, tags: dict[str, str]) -> None:
     assert out.returncode == 0, out.stdout + out.stderr
 
 
+AUTOMATION_TICK_LINE = "Checking for new runs for sensor: metrics_automation"
+
+
+def wait_for_ticks(home: Path, daemon: subprocess.Popen, count: int, deadline: float) -> None:
+    """Wait until the daemon's `metrics_automation` sensor has started `count` more ticks.
+
+    A tick reads the event log's position when it starts, and an automation condition's first
+    evaluation sees nothing as updated: a source landed before the first tick started is never
+    followed, so tests that land sources wait for one tick first."""
+    log = home / "daemon.log"
+    seen = log.read_text().count(AUTOMATION_TICK_LINE)
+    while log.read_text().count(AUTOMATION_TICK_LINE) < seen + count:
+        assert daemon.poll() is None, daemon_log(home)
+        assert time.monotonic() < deadline, "the automation did not tick:\n" + daemon_log(home)
+        time.sleep(1)
+
+
 def daemon_log(home: Path) -> str:
     path = home / "daemon.log"
     return path.read_text()[-4000:] if path.exists() else ""

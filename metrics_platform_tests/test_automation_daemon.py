@@ -15,13 +15,13 @@ from metrics_platform_tests.processes import (
     dagster_daemon,
     instance_env,
     instance_home,
+    wait_for_ticks,
 )
 
 SETTINGS = {
     "product_db": {"tables": [{"table": "users", "created_at_column": "created_at"}]},
     "crawlers": {"crawlers_table": "spiders"},
 }
-TICK_LINE = "Checking for new runs for sensor: metrics_automation"
 HOURLY = ("metrics/hourly_values", "metrics/hourly_kpis")
 
 
@@ -39,15 +39,6 @@ def automation_runs(store_url: str) -> list[tuple[str, str]]:
                 AND e.key = 'dagster/asset_partition_range_end'""",
     )
     return sorted(rows)
-
-
-def wait_for_ticks(home, daemon, count: int, deadline: float) -> None:
-    """Wait until the automation sensor has started `count` more ticks."""
-    seen = (home / "daemon.log").read_text().count(TICK_LINE)
-    while (home / "daemon.log").read_text().count(TICK_LINE) < seen + count:
-        assert daemon.poll() is None, daemon_log(home)
-        assert time.monotonic() < deadline, "the automation did not tick:\n" + daemon_log(home)
-        time.sleep(1)
 
 
 def materialize(env, select: str, partitions: str) -> None:

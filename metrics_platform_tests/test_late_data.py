@@ -22,7 +22,13 @@ from metrics_platform.defs.metrics.assets import DAILY_VALUES_KEY, HOURLY_VALUES
 from metrics_platform.lib.database import DATABASE_URL_ENV, PRODUCT_DATABASE_URL_ENV
 from metrics_platform.lib.demo_data import seed_product_database
 from metrics_platform_tests.conftest import RANGE_TAGS, execute, new_store, query
-from metrics_platform_tests.processes import daemon_log, dagster_daemon, instance_env, instance_home
+from metrics_platform_tests.processes import (
+    daemon_log,
+    dagster_daemon,
+    instance_env,
+    instance_home,
+    wait_for_ticks,
+)
 
 UTC = timezone.utc
 ONE_HOUR = timedelta(hours=1)
@@ -223,6 +229,7 @@ def test_a_late_row_reaches_every_later_hour_and_day_through_the_daemon(
 
         # The sensor's first tick records the ids; then 50 users arrive late for `late_hour`.
         wait_for(lambda: sensor_ticks(store_url, "product_db_late_rows") > 0, "no sensor tick")
+        wait_for_ticks(home, daemon, 1, deadline)
         execute(
             product_url,
             "INSERT INTO users (email, created_at) SELECT 'late' || n || '@x', %s "

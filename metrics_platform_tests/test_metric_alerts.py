@@ -49,6 +49,7 @@ from metrics_platform_tests.processes import (
     dagster_daemon,
     instance_env,
     instance_home,
+    wait_for_ticks,
 )
 from metrics_platform_tests.test_grafana import as_user
 
@@ -562,6 +563,7 @@ def test_the_daemon_evaluates_the_alerts_when_an_hour_lands(store_url, product_u
 
     with dagster_daemon(home, env) as daemon:
         deadline = time.monotonic() + 480
+        wait_for_ticks(home, daemon, 1, deadline)
         land(first)
         # (The webhook gets the sensors' messages too: failed checks, failed runs.)
         wait_for(lambda: alerts(":rotating_light:"), "the alert", deadline)
