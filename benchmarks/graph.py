@@ -164,6 +164,33 @@ def store_rows(url: str) -> dict[str, int]:
         conn.close()
 
 
+# Dagster's records of the runs: its event log (with the events' tags) and its check executions.
+DAGSTER_RECORD_TABLES = ("event_logs", "asset_event_tags", "asset_check_executions")
+
+
+def dagster_records(url: str) -> dict[str, int]:
+    """Bytes of Dagster's record tables (rows, TOAST and indexes), the bytes of their rows
+    alone, and the number of asset-partitions materialized, in a store of its own."""
+    conn = connect(url)
+    try:
+        with conn, conn.cursor() as cur:
+            total = rows = 0
+            for table in DAGSTER_RECORD_TABLES:
+                cur.execute(
+                    f"SELECT pg_total_relation_size('{table}'), "  # noqa: S608 - constants
+                    f"coalesce(sum(pg_column_size(t.*)), 0) FROM {table} t"
+                )
+                table_total, table_rows = cur.fetchone()
+                total += table_total
+                rows += int(table_rows)
+            cur.execute(
+                "SELECT count(*) FROM event_logs WHERE dagster_event_type = 'ASSET_MATERIALIZATION'"
+            )
+            return {"bytes": total, "row_bytes": rows, "asset_partitions": cur.fetchone()[0]}
+    finally:
+        conn.close()
+
+
 def backfill_graph(
     server: EmbeddedPostgres,
     scratch: Path,
@@ -198,4 +225,5 @@ def backfill_graph(
         "hourly": hourly,
         "daily": daily,
         "store_rows": store_rows(server.url(dbname)),
+        "records": dagster_records(server.url(dbname)),
     }

@@ -146,10 +146,17 @@ def print_graph(results: list[dict], shape: Shape, span: Span, seed: dict) -> No
         written = result["hourly"]["rows_written"] + result["daily"]["rows_written"]
         peak = max(result["hourly"]["max_rss_bytes"], result["daily"]["max_rss_bytes"])
         events = sum(result["hourly"]["events"].values()) + sum(result["daily"]["events"].values())
+        records = result["records"]
+        per_partition = records["bytes"] / max(records["asset_partitions"], 1)
         print(
             f"   {result['variant'].name} ({result['variant'].description}): "
             f"end to end {total:.1f} s, {_rate(written, total)} rows/s, "
             f"peak {peak / (1 << 20):,.0f} MiB, {events:,} events stored"
+        )
+        print(
+            f"      Dagster's records: {records['bytes'] / (1 << 20):,.1f} MiB "
+            f"({records['row_bytes'] / (1 << 20):,.1f} MiB of rows, the rest indexes) for "
+            f"{records['asset_partitions']:,} asset-partitions: {per_partition:,.0f} bytes each"
         )
         print(
             f"      target: whole graph backfilled in <= {TARGET_BACKFILL_SECONDS:.0f} s "

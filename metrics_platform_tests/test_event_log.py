@@ -5,7 +5,8 @@ dagster-postgres's `PostgresEventLogStorage` and Dagster's default (unbatched) e
 with `BatchedPostgresEventLogStorage` as configured in `dagster.yaml`. Everything Dagster reads
 back must be the same (each run's events, materialized / failed partitions, the assets' latest
 events), except what the batched storage fixes on purpose: check executions of a range run are
-resolved per partition, and each partition's metadata says that it is the range's. This is the test to run before moving the dagster or
+resolved per partition, and a range's metadata is stored once, on its last partition.
+This is the test to run before moving the dagster or
 dagster-postgres pins, since the class overrides their internals.
 """
 
@@ -201,7 +202,10 @@ def test_batched_storage_stores_what_dagster_postgres_stores(
         )
 
 
-def test_each_partition_of_a_range_says_its_metadata_is_the_range_s(tmp_path, postgres_server):
+def test_a_range_s_figures_are_stored_once_on_its_last_partition(tmp_path, postgres_server):
+    """A range run's metadata is the whole range's: it is stored
+    once, on the range's last partition; every other partition says where to find it instead
+    of carrying a copy."""
     url = new_database(postgres_server, "events_metadata")
     with _instance(
         tmp_path, url, "metrics_platform.lib.event_log", "BatchedPostgresEventLogStorage"
@@ -211,13 +215,20 @@ def test_each_partition_of_a_range_says_its_metadata_is_the_range_s(tmp_path, po
         assert single.success
         records = instance.fetch_materializations(numbers.key, limit=1000).records
     by_partition = {r.partition_key: r.asset_materialization.metadata for r in records}
-    first = by_partition["2026-01-01-07:00"]
-    assert first["partitions"].value == 48  # the range's figure, on each of its partitions
-    assert first["partition_range"].value == (
-        "2026-01-01-00:00...2026-01-02-23:00: the figures of this materialization are the "
-        "whole range's, written by one run; this partition is 2026-01-01-07:00"
+    first, last = FIRST_RANGE
+    assert by_partition[last]["partitions"].value == 48  # the range's figure
+    assert by_partition[last]["partition_range"].value == (
+        f"{first}...{last}: the figures of this materialization are the whole range's, "
+        "written by one run"
+    )
+    inner = by_partition["2026-01-01-07:00"]
+    assert set(inner) == {"partition_range"}
+    assert inner["partition_range"].value == (
+        f"{first}...{last}: written by one run with the whole range; the range's figures are "
+        f"on partition {last}"
     )
     assert "partition_range" not in by_partition["2026-01-05-00:00"]
+    assert by_partition["2026-01-05-00:00"]["partitions"].value == 1
 
 
 @pytest.mark.parametrize("preset", [None, "25"])

@@ -26,8 +26,11 @@ Two things it stores differently, on purpose:
   leaves every planned row PLANNED for good. Here the evaluation resolves the run's planned
   rows of that check, each keeping its partition (`_update_asset_check_evaluation`).
 - A range run's materializations, one per partition, all carry the run's metadata (rows read
-  and written for the whole range): each one gets a `partition_range` entry saying that its
-  figures are the range's, naming the range (`_describe_range`).
+  and written, previews: the whole range's figures). They are stored once, on the range's last
+  partition, with a `partition_range` entry naming the range; every other partition's
+  materialization carries only a `partition_range` entry saying where the figures are
+  (`_describe_range`). A year of hourly partitions otherwise stores 8,760 copies of each
+  asset's metadata.
 
 The class overrides internals of `dagster_postgres.PostgresEventLogStorage` (`store_event_batch`
 and `_store_asset_check_evaluation_planned`) and relies on helpers of `SqlEventLogStorage`:
@@ -112,7 +115,8 @@ class BatchedPostgresEventLogStorage(PostgresEventLogStorage):
         return self._ranges[run_id]
 
     def _describe_range(self, event: EventLogEntry) -> EventLogEntry:
-        """A range run's materialization with a `partition_range` entry in its metadata."""
+        """A range run's materialization: the range's metadata on the range's last partition,
+        on every other one a `partition_range` note saying where it is."""
         dagster_event = event.get_dagster_event()
         if dagster_event.event_type != DagsterEventType.ASSET_MATERIALIZATION:
             return event
@@ -121,15 +125,20 @@ class BatchedPostgresEventLogStorage(PostgresEventLogStorage):
         materialization = data.materialization
         if keys is None or materialization.partition is None:
             return event
-        described = materialization.with_metadata(
-            {
-                **materialization.metadata,
-                RANGE_METADATA_KEY: MetadataValue.text(
-                    f"{keys}: the figures of this materialization are the whole range's, "
-                    f"written by one run; this partition is {materialization.partition}"
-                ),
-            }
-        )
+        last = keys.split("...", 1)[1]
+        if materialization.partition == last:
+            note = (
+                f"{keys}: the figures of this materialization are the whole range's, "
+                "written by one run"
+            )
+            metadata = {**materialization.metadata, RANGE_METADATA_KEY: MetadataValue.text(note)}
+        else:
+            note = (
+                f"{keys}: written by one run with the whole range; the range's figures are on "
+                f"partition {last}"
+            )
+            metadata = {RANGE_METADATA_KEY: MetadataValue.text(note)}
+        described = materialization.with_metadata(metadata)
         return event._replace(
             dagster_event=dagster_event._replace(
                 event_specific_data=data._replace(materialization=described)
