@@ -30,6 +30,7 @@ class Timers:
     io_write = 0.0
     rows_written = 0
     rows_loaded = 0
+    writes: dict = {}  # asset -> [rows, seconds]
 
 
 def _install_timers() -> None:
@@ -67,9 +68,13 @@ def _install_timers() -> None:
         try:
             return real_handle(self, context, obj)
         finally:
-            Timers.io_write += time.perf_counter() - start
+            seconds = time.perf_counter() - start
+            Timers.io_write += seconds
             if isinstance(obj, pd.DataFrame):
                 Timers.rows_written += len(obj)
+                asset = Timers.writes.setdefault(context.asset_key.to_user_string(), [0, 0.0])
+                asset[0] += len(obj)
+                asset[1] += seconds
 
     def load_input(self, context):
         start = time.perf_counter()
@@ -160,6 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         "io_write_seconds": Timers.io_write,
         "rows_written": Timers.rows_written,
         "rows_loaded": Timers.rows_loaded,
+        "writes": Timers.writes,
         "events": events,
         "max_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
         "process_seconds": time.perf_counter() - STARTED,

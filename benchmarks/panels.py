@@ -58,6 +58,14 @@ PANELS: dict[str, str] = {
         "ORDER BY date"
     ),
 }
+# A panel of several series: the hourly values of `MULTI_METRICS` metrics (another set every
+# time) over `MULTI_DAYS` days, in time order as Grafana wants them.
+MULTI_METRICS, MULTI_DAYS = 20, 90
+MULTI_PANEL = (
+    f"{MULTI_METRICS} metrics' hourly values",
+    "SELECT time, metric, value FROM metrics.hourly_values_by_name "
+    "WHERE metric = ANY(%(metrics)s) AND time >= %(from)s AND time < %(to)s ORDER BY time",
+)
 
 
 class _CopySource:
@@ -162,34 +170,44 @@ def measure_queries(
         psycopg2.extensions.register_type(
             psycopg2.extensions.new_type((oid,), f"TEXT_{oid}", lambda value, cursor: value), conn
         )
+
+    def names(count: int) -> list[str]:
+        return [f"panel.metric_{n:04d}" for n in rng.sample(range(1, metrics + 1), count)]
+
+    multi_days = min(MULTI_DAYS, max(windows.values()))
+    asked = [
+        (panel, window, days, query, 1)
+        for window, days in windows.items()
+        for panel, query in PANELS.items()
+    ] + [(MULTI_PANEL[0], f"{multi_days} days", multi_days, MULTI_PANEL[1], MULTI_METRICS)]
     results = []
     try:
         with conn.cursor() as cur:
-            for window, days in windows.items():
+            for panel, window, days, query, count in asked:
                 params = {"from": end - timedelta(days=days), "to": end}
-                for panel, query in PANELS.items():
-                    samples, rows = [], 0
+                samples, rows = [], 0
 
-                    def ask(metric: str, query=query, params=params) -> int:
-                        cur.execute(query, {**params, "metric": metric})
-                        return len(cur.fetchall())
+                def ask(chosen: list[str], query=query, params=params) -> int:
+                    cur.execute(query, {**params, "metric": chosen[0], "metrics": chosen})
+                    return len(cur.fetchall())
 
-                    for _ in range(3):  # warm the connection's plan and catalog caches
-                        ask(f"panel.metric_{rng.randint(1, metrics):04d}")
-                    for _ in range(repetitions):
-                        metric = f"panel.metric_{rng.randint(1, metrics):04d}"
-                        started = time.perf_counter()
-                        rows = ask(metric)
-                        samples.append((time.perf_counter() - started) * 1000)
-                    results.append(
-                        {
-                            "panel": panel,
-                            "window": window,
-                            "rows": rows,
-                            "p50_ms": statistics.median(samples),
-                            "p95_ms": _percentile(samples, 0.95),
-                        }
-                    )
+                for _ in range(3):  # warm the connection's plan and catalog caches
+                    ask(names(count))
+                for _ in range(repetitions):
+                    chosen = names(count)
+                    started = time.perf_counter()
+                    rows = ask(chosen)
+                    samples.append((time.perf_counter() - started) * 1000)
+                results.append(
+                    {
+                        "panel": panel,
+                        "metrics": count,
+                        "window": window,
+                        "rows": rows,
+                        "p50_ms": statistics.median(samples),
+                        "p95_ms": _percentile(samples, 0.95),
+                    }
+                )
     finally:
         conn.close()
     return results

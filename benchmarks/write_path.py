@@ -90,6 +90,19 @@ def io_manager_load(url: str, start: datetime, end: datetime) -> pd.DataFrame:
         return handler.load_input(context, table_slice, conn)
 
 
+def _raw_copy(url: str, text: str) -> None:
+    """Raw COPY of CSV text already in memory into `metrics.hourly_values`."""
+    conn = connect(url)
+    try:
+        with conn, conn.cursor() as cur:
+            cur.copy_expert(
+                f"COPY metrics.hourly_values ({COLUMNS}) FROM STDIN WITH (FORMAT csv)",
+                io.StringIO(text),
+            )
+    finally:
+        conn.close()
+
+
 def _truncate(url: str) -> None:
     conn = connect(url)
     try:
@@ -135,15 +148,7 @@ def measure(
     results: dict[str, dict] = {}
 
     def raw_copy():
-        conn = connect(url)
-        try:
-            with conn, conn.cursor() as cur:
-                cur.copy_expert(
-                    f"COPY metrics.hourly_values ({COLUMNS}) FROM STDIN WITH (FORMAT csv)",
-                    io.StringIO(text),
-                )
-        finally:
-            conn.close()
+        _raw_copy(url, text)
 
     def empty():
         _truncate(url)
@@ -264,9 +269,50 @@ def measure(
     return {
         "writes": results,
         "loads": loads,
+        "widths": measure_widths(create_database, rows=rows, start=start, repeat=repeat),
         "rows": rows,
         "round_trip": round_trip(create_database("round_trip")),
     }
+
+
+WIDTHS = (10, 100, 1000)
+
+
+def measure_widths(
+    create_database: Callable[[str], str],
+    *,
+    rows: int,
+    start: datetime,
+    widths: tuple[int, ...] = WIDTHS,
+    repeat: int = 2,
+) -> list[dict]:
+    """Raw COPY and the IO manager (empty window) writing about `rows` rows at each width
+    (metrics per hour; the span shrinks as the width grows)."""
+    url = create_database("write_widths")
+    conn = connect(url)
+    try:
+        catalog_metrics(conn, max(widths), "bench.metric_")
+    finally:
+        conn.close()
+
+    def empty():
+        _truncate(url)
+
+    measured = []
+    for width in widths:
+        hours = max(1, rows // width)
+        end = start + timedelta(hours=hours)
+        frame = hourly_values_frame(width, start, hours)
+        text = frame.to_csv(index=False, header=False)
+
+        raw = _best(repeat, empty, lambda text=text: _raw_copy(url, text))
+        managed = _best(
+            repeat, empty, lambda frame=frame, end=end: io_manager_write(url, frame, start, end)
+        )
+        measured.append(
+            {"width": width, "hours": hours, "rows": len(frame), "raw": raw, "io_manager": managed}
+        )
+    return measured
 
 
 def round_trip(url: str) -> str:

@@ -4,6 +4,7 @@ from collections.abc import Mapping, Sequence
 from datetime import date, datetime, timedelta, timezone
 
 import dagster as dg
+import numpy as np
 import pandas as pd
 
 from metrics_platform.defs.automation.conditions import (
@@ -82,25 +83,28 @@ def combine_sources(frames: dict[str, pd.DataFrame], ids: dict[str, int]) -> pd.
             }
         )
     rows = pd.concat(parts, ignore_index=True)
-    unknown = sorted(set(rows["metric"]) - set(ids))
+    # Each distinct name is looked up once: the rows carry codes into `names`.
+    codes, names = pd.factorize(rows["metric"])
+    unknown = sorted(name for name in names if name not in ids)
     if unknown:
         raise MetricsPlatformError(
             f"metric {unknown[0]!r} is not in the catalog; its source must register it"
         )
-    clash = rows.duplicated(["metric", "hour"], keep=False)
+    metric_ids = np.array([ids[name] for name in names], dtype="int64")[codes]
+    combined = pd.DataFrame(
+        {
+            "metric_id": metric_ids,
+            "hour": rows["hour"],
+            "value": rows["value"].astype("float64"),
+        }
+    )
+    clash = combined.duplicated(["metric_id", "hour"], keep=False)
     if clash.any():
         row = rows[clash].iloc[0]
         sources = sorted(rows.loc[clash & (rows["metric"] == row["metric"]), "source"].unique())
         raise MetricsPlatformError(
             f"metric {row['metric']!r} is reported by more than one source: {', '.join(sources)}"
         )
-    combined = pd.DataFrame(
-        {
-            "metric_id": rows["metric"].map(ids).astype("int64"),
-            "hour": rows["hour"],
-            "value": rows["value"].astype("float64"),
-        }
-    )
     return combined.sort_values(["hour", "metric_id"], ignore_index=True)
 
 
@@ -236,7 +240,7 @@ def build_hourly_values(
         frames = {**raw, PLATFORM_SOURCE: completeness_rows(missing)}
         names = set()
         for frame in frames.values():
-            names |= set(frame["metric"]) if len(frame) else set()
+            names.update(frame["metric"].unique() if len(frame) else ())
         metric_store.register_metrics(COMPLETENESS_SPECS)
         ids = metric_store.metric_ids(names)
         values = combine_sources(frames, ids)

@@ -37,32 +37,41 @@ def percentile_names(event_type: object, percentiles: Sequence[int]) -> list[str
 
 def _explode(rows: Sequence[tuple], percentiles: Sequence[int], *, counts: bool):
     periods, names, values = [], [], []
+    named: dict[object, tuple[str, str, str, list[str]]] = {}  # per event type, made once
     seen: dict[str, object] = {}
     for period, event_type, events, errors, timings in rows:
-        prefix = metric_prefix(event_type)
-        if seen.setdefault(prefix, event_type) != event_type:
-            raise SourceError(
-                SOURCE, f"event types {seen[prefix]!r} and {event_type!r} both map to {prefix}"
+        known = named.get(event_type)
+        if known is None:
+            prefix = metric_prefix(event_type)
+            if seen.setdefault(prefix, event_type) != event_type:
+                raise SourceError(
+                    SOURCE, f"event types {seen[prefix]!r} and {event_type!r} both map to {prefix}"
+                )
+            known = named[event_type] = (
+                prefix,
+                f"{prefix}.count",
+                f"{prefix}.errors",
+                percentile_names(event_type, percentiles),
             )
-        metrics: list[tuple[str, object]] = []
+        prefix, count_name, errors_name, percentile_metrics = known
         if counts:
-            metrics.append((f"{prefix}.count", events))
+            periods.append(period)
+            names.append(count_name)
+            values.append(events)
             if errors is not None:
-                metrics.append((f"{prefix}.errors", errors))
+                periods.append(period)
+                names.append(errors_name)
+                values.append(errors)
         if timings is not None:
             if len(timings) != len(percentiles):
                 raise SourceError(
                     SOURCE, f"{prefix}: {len(timings)} percentiles for {len(percentiles)}"
                 )
-            metrics += [
-                (name, v)
-                for name, v in zip(percentile_names(event_type, percentiles), timings)
-                if v is not None
-            ]
-        for name, value in metrics:
-            periods.append(period)
-            names.append(name)
-            values.append(value)
+            for name, value in zip(percentile_metrics, timings):
+                if value is not None:
+                    periods.append(period)
+                    names.append(name)
+                    values.append(value)
     return periods, names, values
 
 
