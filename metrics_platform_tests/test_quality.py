@@ -77,6 +77,11 @@ def test_completeness_names_the_missing_metrics():
     start, end = hours[0].to_pydatetime(), (hours[1] + pd.Timedelta(hours=1)).to_pydatetime()
     assert completeness(named, ["a", "b", "c"], start, end) == (False, ["b", "c"])
     assert completeness(named, ["a"], start, end) == (True, [])
+    by_id = named.assign(metric_id=named["metric"].map({"a": 1, "b": 2, "x": 9})).drop(
+        columns="metric"
+    )
+    names = {1: "a", 2: "b"}
+    assert completeness(by_id, ["a", "b", "c"], start, end, names) == (False, ["b", "c"])
 
 
 def test_a_bad_freshness_delay_is_refused_with_its_key():

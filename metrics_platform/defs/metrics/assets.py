@@ -73,7 +73,7 @@ def combine_sources(frames: dict[str, pd.DataFrame], ids: dict[str, int]) -> pd.
 
     Every metric must be in the catalog, and no two sources may report the same metric.
     """
-    parts = [frame.assign(source=name) for name, frame in frames.items() if len(frame)]
+    parts = {name: frame for name, frame in frames.items() if len(frame)}
     if not parts:
         return pd.DataFrame(
             {
@@ -82,7 +82,7 @@ def combine_sources(frames: dict[str, pd.DataFrame], ids: dict[str, int]) -> pd.
                 "value": pd.Series([], dtype="float64"),
             }
         )
-    rows = pd.concat(parts, ignore_index=True)
+    rows = pd.concat(parts.values(), ignore_index=True)
     # Each distinct name is looked up once: the rows carry codes into `names`.
     codes, names = pd.factorize(rows["metric"])
     unknown = sorted(name for name in names if name not in ids)
@@ -101,7 +101,9 @@ def combine_sources(frames: dict[str, pd.DataFrame], ids: dict[str, int]) -> pd.
     clash = combined.duplicated(["metric_id", "hour"], keep=False)
     if clash.any():
         row = rows[clash].iloc[0]
-        sources = sorted(rows.loc[clash & (rows["metric"] == row["metric"]), "source"].unique())
+        sources = sorted(
+            name for name, frame in parts.items() if (frame["metric"] == row["metric"]).any()
+        )
         raise MetricsPlatformError(
             f"metric {row['metric']!r} is reported by more than one source: {', '.join(sources)}"
         )
@@ -109,11 +111,20 @@ def combine_sources(frames: dict[str, pd.DataFrame], ids: dict[str, int]) -> pd.
 
 
 def completeness(
-    named: pd.DataFrame, expected: Sequence[str], start, end
+    frame: pd.DataFrame,
+    expected: Sequence[str],
+    start,
+    end,
+    names: Mapping[int, str] | None = None,
 ) -> tuple[bool, list[str]]:
-    """Whether every expected metric has a value for every hour of [start, end)."""
+    """Whether every expected metric has a value for every hour of [start, end). The rows name
+    their metric in a `metric` column, or by catalog id in `metric_id` with `names` naming the
+    ids (rows of other ids are not counted)."""
     hours = int((end - start).total_seconds() // 3600)
-    counts = named.groupby("metric")["hour"].nunique() if len(named) else pd.Series(dtype=int)
+    key = "metric" if names is None else "metric_id"
+    counts = frame.groupby(key)["hour"].nunique() if len(frame) else pd.Series(dtype=int)
+    if names is not None:
+        counts = {names[i]: n for i, n in counts.items() if i in names}
     incomplete = sorted(m for m in expected if counts.get(m, 0) < hours)
     return not incomplete, incomplete
 
@@ -265,8 +276,7 @@ def build_hourly_values(
         )
 
         names_by_id = {i: n for n, i in ids.items()}
-        named = values.assign(metric=values["metric_id"].map(names_by_id))
-        _, incomplete = completeness(named, expected_metrics, start, end)
+        _, incomplete = completeness(values, expected_metrics, start, end, names_by_id)
         yield dg.AssetCheckResult(
             check_name=COMPLETE,
             passed=not gaps and not incomplete,

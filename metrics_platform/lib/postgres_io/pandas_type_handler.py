@@ -28,6 +28,7 @@ Postgres's live-row counter for the table (see `table_row_count`), marked by
 from __future__ import annotations
 
 import io
+import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 
 import dagster as dg
@@ -483,14 +484,16 @@ class PostgresPandasTypeHandler(DbTypeHandler[pd.DataFrame]):
             )
             # COPY takes no bound parameters: let psycopg2 render them as escaped literals.
             select = cur.mogrify(query, params).decode()
-            buffer = io.StringIO()
-            cur.copy_expert(f"COPY ({select}) TO STDOUT WITH (FORMAT csv, HEADER)", buffer)
-        buffer.seek(0)
-        raw = pd.read_csv(
-            buffer,
-            dtype={name: _read_dtype(types[name]) for name in names},
-            keep_default_na=False,
-            na_values=[""],
-            **_EXACT_FLOATS,
-        )
+            # The text goes through a temporary file, not memory: a window's CSV is as large as
+            # its parsed frame, which read_csv builds from the file a block at a time.
+            with tempfile.TemporaryFile(mode="w+", encoding="utf-8", newline="") as buffer:
+                cur.copy_expert(f"COPY ({select}) TO STDOUT WITH (FORMAT csv, HEADER)", buffer)
+                buffer.seek(0)
+                raw = pd.read_csv(
+                    buffer,
+                    dtype={name: _read_dtype(types[name]) for name in names},
+                    keep_default_na=False,
+                    na_values=[""],
+                    **_EXACT_FLOATS,
+                )
         return pd.DataFrame({name: _parse_column(raw[name], types[name]) for name in names})
