@@ -37,17 +37,19 @@ def percentile_names(event_type: object, percentiles: Sequence[int]) -> list[str
 
 def _explode(rows: Sequence[tuple], percentiles: Sequence[int], *, counts: bool):
     periods, names, values = [], [], []
-    named: dict[object, tuple[str, str, str, list[str]]] = {}  # per event type, made once
+    # Names made once per event type (keyed by its text and kind: any column type, hashable or
+    # not, and 1 and "1" stay two types, refused below as both mapping to one prefix).
+    named: dict[tuple[type, str], tuple[str, str, str, list[str]]] = {}
     seen: dict[str, object] = {}
     for period, event_type, events, errors, timings in rows:
-        known = named.get(event_type)
+        known = named.get((type(event_type), str(event_type)))
         if known is None:
             prefix = metric_prefix(event_type)
             if seen.setdefault(prefix, event_type) != event_type:
                 raise SourceError(
                     SOURCE, f"event types {seen[prefix]!r} and {event_type!r} both map to {prefix}"
                 )
-            known = named[event_type] = (
+            known = named[(type(event_type), str(event_type))] = (
                 prefix,
                 f"{prefix}.count",
                 f"{prefix}.errors",
