@@ -224,9 +224,8 @@ def measure(
     url = create_database("panels")
     loaded = load(url, metrics, start, days)
     end = start + timedelta(days=days)
-    windows = (
-        {"30 days": min(30, days), f"{days} days": days} if days > 30 else {f"{days} days": days}
-    )
+    # The last 30 days, the last year, and the whole store when it holds more.
+    windows = {f"{n} days": n for n in sorted({min(30, days), min(365, days), days})}
     as_migrated = measure_queries(url, metrics, end, windows, repetitions)
     rebuild_keys(url, KEYS_WITHOUT_VALUE)
     without_value = measure_queries(url, metrics, end, windows, repetitions)
