@@ -17,14 +17,14 @@ from metrics_platform.lib.database import connect
 from metrics_platform.lib.identifiers import validate_identifier
 from metrics_platform.lib.metric_rows import empty_metric_frame
 
-# The value tables and their period columns.
-VALUE_TABLES = {"hourly_values": "hour", "daily_values": "day"}
+# Each value table's period column, as the store defines them.
+PERIOD_COLUMNS = dict(store.VALUE_TABLES)
 
 
 def value_frame(table: str, rows: Sequence[tuple] = ()) -> pd.DataFrame:
     """(metric_id, period, value) rows of a value table as its frame: hours as UTC
     timestamps, days as dates; no rows, an empty frame of the same columns."""
-    period = VALUE_TABLES[table]
+    period = PERIOD_COLUMNS[table]
     ids, periods, values = zip(*rows) if rows else ((), (), ())
     when = pd.Series(periods, dtype=object)
     return pd.DataFrame(
@@ -123,7 +123,7 @@ class MetricStore(dg.ConfigurableResource):
         The catalog is asked first: when every metric's source is read (the usual case), the
         window's values are not scanned at all; otherwise only those metrics' rows are read,
         through the table's primary key."""
-        period = VALUE_TABLES[table]
+        period = PERIOD_COLUMNS[table]
         with self.connection() as conn, conn, conn.cursor() as cur:
             cur.execute(
                 sql.SQL("SELECT id FROM {} WHERE NOT source = ANY(%s)").format(
