@@ -186,7 +186,24 @@ def dagster_records(url: str) -> dict[str, int]:
             cur.execute(
                 "SELECT count(*) FROM event_logs WHERE dagster_event_type = 'ASSET_MATERIALIZATION'"
             )
-            return {"bytes": total, "row_bytes": rows, "asset_partitions": cur.fetchone()[0]}
+            partitions = cur.fetchone()[0]
+            # The rows by kind: each event type, the tags, the check rows by status.
+            cur.execute(
+                "SELECT 'event_logs ' || coalesce(dagster_event_type, 'log'), count(*),"
+                " sum(pg_column_size(t.*)) FROM event_logs t GROUP BY 1"
+                " UNION ALL SELECT 'asset_event_tags', count(*), sum(pg_column_size(t.*))"
+                " FROM asset_event_tags t"
+                " UNION ALL SELECT 'asset_check_executions ' || execution_status, count(*),"
+                " sum(pg_column_size(t.*)) FROM asset_check_executions t GROUP BY 1"
+                " ORDER BY 3 DESC"
+            )
+            kinds = {kind: (int(count), int(size)) for kind, count, size in cur.fetchall()}
+            return {
+                "bytes": total,
+                "row_bytes": rows,
+                "asset_partitions": partitions,
+                "kinds": kinds,
+            }
     finally:
         conn.close()
 

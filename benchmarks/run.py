@@ -202,6 +202,12 @@ def print_graph(results: list[dict], shape: Shape, span: Span, seed: dict) -> No
             f"for {records['asset_partitions']:,} asset-partitions: {per_partition:,.0f} bytes "
             "of rows each"
         )
+        partitions = max(records["asset_partitions"], 1)
+        for kind, (count, size) in records["kinds"].items():
+            print(
+                f"         {kind}: {count:,} rows, {size / (1 << 20):,.1f} MiB, "
+                f"{size / partitions:,.0f} bytes per asset-partition"
+            )
         for line in graph_targets(span.days, shape.metrics, total, peak, records):
             print(f"      target: {line}")
 
@@ -331,14 +337,25 @@ def print_panels(result: dict) -> None:
                 f"{r['p95_ms']:.2f}",
                 f"{_panel_target(r):.0f}",
                 _verdict(r["p95_ms"] <= _panel_target(r)),
+                f"{r['p95_decoded_ms']:.2f}",
             ]
             for r in result[key]
         ]
         print(f"   {label}:")
-        print(_table(["panel", "rows", "p50 ms", "p95 ms", "target p95 ms", ""], rows))
+        print(
+            _table(
+                ["panel", "rows", "p50 ms", "p95 ms", "target p95 ms", "", "p95 ms, decoded"],
+                rows,
+            )
+        )
     print(
         f"   migration 4's key rebuild at this size: {result['migration_seconds']:.1f} s "
         "(the value tables are locked meanwhile)"
+    )
+    print(
+        "   p50/p95: until the whole result is in the client's buffer (the server's and the "
+        "wire's time), as the reader role;\n   decoded: until psycopg2 has also built every row "
+        "as Python objects (this client's cost, not Grafana's)"
     )
     if not full_scale:
         print("   (the p95 targets apply at 1,000 metrics x 9 years: --panel-days 3285)")

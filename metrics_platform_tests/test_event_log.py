@@ -25,6 +25,7 @@ from metrics_platform_tests.conftest import RANGE_TAGS, new_database
 HOURS = dg.HourlyPartitionsDefinition(start_date="2026-01-01-00:00")
 FIRST_RANGE = ("2026-01-01-00:00", "2026-01-02-23:00")  # 48 partitions
 FAILING_RANGE = ("2026-01-03-00:00", "2026-01-03-11:00")
+WAITING_RANGE = ("2026-01-04-00:00", "2026-01-04-05:00")  # a run created, not started yet
 
 
 class NumbersConfig(dg.Config):
@@ -90,6 +91,9 @@ def _run_both_ranges(instance: dg.DagsterInstance) -> list[str]:
         )
         assert result.success is not fail
         run_ids.append(result.run_id)
+    job = dg.Definitions(assets=[numbers, doubled]).resolve_implicit_global_asset_job_def()
+    waiting = instance.create_run_for_job(job, tags=dict(zip(RANGE_TAGS, WAITING_RANGE)))
+    run_ids.append(waiting.run_id)
     return run_ids
 
 
@@ -97,19 +101,33 @@ def _what_dagster_reads(instance: dg.DagsterInstance, run_ids: list[str]) -> dic
     seen: dict = {}
     for number, run_id in enumerate(run_ids):
         records = instance.get_records_for_run(run_id, limit=100_000).records
+        events = [
+            r.event_log_entry.get_dagster_event()
+            for r in records
+            if r.event_log_entry.is_dagster_event
+        ]
         seen[f"run {number} events"] = Counter(
-            (
-                record.event_log_entry.dagster_event_type,
-                str(record.event_log_entry.dagster_event.asset_key)
-                if record.event_log_entry.dagster_event
-                else None,
-                record.event_log_entry.dagster_event.partition
-                if record.event_log_entry.dagster_event
-                else None,
-            )
-            for record in records
-            if record.event_log_entry.is_dagster_event
+            (event.event_type, str(event.asset_key), event.partition)
+            for event in events
+            if event.event_type != dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED
         )
+        # What the run planned, partition by partition, whether stored as one event per
+        # partition or as one event for the range; how many events is kept apart.
+        planned = [
+            event
+            for event in events
+            if event.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED
+        ]
+        seen[f"run {number} planned"] = sorted(
+            (str(event.asset_key), partition)
+            for event in planned
+            for partition in (
+                event.partitions_subset.get_partition_keys()
+                if event.partitions_subset
+                else [event.partition]
+            )
+        )
+        seen[f"run {number} planned events"] = Counter(str(event.asset_key) for event in planned)
     for asset in (numbers, doubled):
         key = asset.key
         status = get_and_update_asset_status_cache_value(instance, key, HOURS)
@@ -123,6 +141,14 @@ def _what_dagster_reads(instance: dg.DagsterInstance, run_ids: list[str]) -> dic
             "in progress": sorted(
                 status.deserialize_in_progress_partition_subsets(HOURS).get_partition_keys()
             ),
+        }
+        # The UI's latest run of each partition.
+        seen[f"{key} latest run by partition"] = {
+            partition: run_ids.index(info.run_id) if info else None
+            for partition in HOURS.get_partition_keys_in_range(
+                dg.PartitionKeyRange(FIRST_RANGE[0], WAITING_RANGE[1])
+            )
+            for info in [instance.get_latest_planned_materialization_info(key, partition)]
         }
         record = instance.get_asset_records([key])[0]
         entry = record.asset_entry
@@ -169,18 +195,28 @@ def test_batched_storage_stores_what_dagster_postgres_stores(
         assert os.environ[EVENT_BATCH_SIZE_ENV] == "1000"  # batches reach the storage
         batched_seen = _what_dagster_reads(batched, _run_both_ranges(batched))
 
-    executions = {}
+    executions, planned_events = {}, {}
     for seen in (reference_seen, batched_seen):
         for key in [k for k in seen if k.endswith(" executions")]:
             executions.setdefault(key, []).append(seen.pop(key))
+        for key in [k for k in seen if k.endswith(" planned events")]:
+            planned_events.setdefault(key, []).append(seen.pop(key))
     assert batched_seen == reference_seen
+    # A range run plans each asset with one event for the whole range, not one per partition.
+    for (reference, batched), size in zip(planned_events.values(), (48, 12, 6), strict=True):
+        assert reference == {str(numbers.key): size, str(doubled.key): size}
+        assert batched == {str(numbers.key): 1, str(doubled.key): 1}
     # And what is seen is right: the first range materialized, the failed range shown failed.
     numbers_partitions = batched_seen[f"{numbers.key} partitions"]
     assert len(numbers_partitions["materialized"]) == 48
     assert numbers_partitions["failed"] == HOURS.get_partition_keys_in_range(
         dg.PartitionKeyRange(*FAILING_RANGE)
     )
-    assert numbers_partitions["in progress"] == []
+    latest_runs = Counter(batched_seen[f"{numbers.key} latest run by partition"].values())
+    assert latest_runs == {0: 48, 1: 12, None: 12, 2: 6}
+    assert numbers_partitions["in progress"] == HOURS.get_partition_keys_in_range(
+        dg.PartitionKeyRange(*WAITING_RANGE)
+    )
 
     # Check executions: dagster-postgres records the range's one evaluation without a partition
     # and leaves the 48 planned rows PLANNED; here each planned partition is resolved.
@@ -188,7 +224,7 @@ def test_batched_storage_stores_what_dagster_postgres_stores(
         reference, batched = executions[f"{check} executions"]
         assert (
             reference[(None, "SUCCEEDED")] == 1
-            and len({p for p, status in reference if status == "PLANNED"}) == 48 + 12
+            and len({p for p, status in reference if status == "PLANNED"}) == 48 + 12 + 6
         )
         assert batched[(None, "SUCCEEDED")] == 0
         succeeded = {p for p, status in batched if status == "SUCCEEDED"}
@@ -196,10 +232,11 @@ def test_batched_storage_stores_what_dagster_postgres_stores(
             HOURS.get_partition_keys_in_range(dg.PartitionKeyRange(*FIRST_RANGE))
         )
         # The failed run never evaluated its checks: its rows stay planned (Dagster shows them
-        # as not executed once the run has ended).
-        assert {p for p, status in batched if status == "PLANNED"} == set(
-            HOURS.get_partition_keys_in_range(dg.PartitionKeyRange(*FAILING_RANGE))
-        )
+        # as not executed once the run has ended), as do the waiting run's.
+        assert {p for p, status in batched if status == "PLANNED"} == {
+            *HOURS.get_partition_keys_in_range(dg.PartitionKeyRange(*FAILING_RANGE)),
+            *HOURS.get_partition_keys_in_range(dg.PartitionKeyRange(*WAITING_RANGE)),
+        }
 
 
 def test_a_range_s_figures_are_stored_once_on_its_last_partition(tmp_path, postgres_server):

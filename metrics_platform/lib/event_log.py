@@ -10,21 +10,28 @@ such events with one cached `executemany` (plus their tags and each asset's late
 transaction), and the check rows with one serialized event and one `executemany`: about 4 ms
 per partition (measured by `benchmarks/`).
 
-It stores exactly what dagster-postgres stores (the same event rows, tags, asset entries and
-check rows, in the same order), so every Dagster view of the instance is unchanged: in
-particular the partitions of a failed range run still show as failed, which Dagster's other
-lever for this cost (`DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS`) gives up.
-
 Batches only reach an event log storage when `DAGSTER_EVENT_BATCH_SIZE` is set in the process
 that runs the job; this storage sets it to 1,000 in its own process unless it is already set,
 so that a run worker configured with this storage batches whatever launched it.
 
-Two things it stores differently, on purpose:
+Three things it stores differently, on purpose:
+
+- A range run plans each asset with one "materialization planned" event for its whole range
+  (Dagster's partition-subset form), not one per partition: a year of hourly partitions stored
+  8,760 of them per asset, about a fifth of the run's records. A run of a single partition is
+  still planned with its partition. The reads that need each partition's latest attempt count
+  a range's event for each of its partitions, so the partitions of a failed range run show as
+  failed, of a running one as in progress, and the UI's latest run of a partition is the same
+  (`get_latest_asset_partition_materialization_attempts_without_materializations`,
+  `get_latest_planned_materialization_info`). Dagster's own reads of the subset form
+  (`DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS`) skip it for both, which is the price it
+  notes for that setting.
 
 - A range run evaluates each check once for its whole range, without a partition, while its
   planned rows are one per partition: dagster-postgres then adds a row without a partition and
   leaves every planned row PLANNED for good. Here the evaluation resolves the run's planned
   rows of that check, each keeping its partition (`_update_asset_check_evaluation`).
+
 - A range run's materializations, one per partition, all carry the run's metadata (rows read
   and written, previews: the whole range's figures). They are stored once, on the range's last
   partition, with a `partition_range` entry naming the range; every other partition's
@@ -32,33 +39,44 @@ Two things it stores differently, on purpose:
   (`_describe_range`). A year of hourly partitions otherwise stores 8,760 copies of each
   asset's metadata.
 
-The class overrides internals of `dagster_postgres.PostgresEventLogStorage` (`store_event_batch`
-and `_store_asset_check_evaluation_planned`) and relies on helpers of `SqlEventLogStorage`:
-valid for the pinned dagster / dagster-postgres versions; `test_event_log.py` compares what it
-stores with dagster-postgres's own class and must pass before either pin moves.
+Apart from those, it stores what dagster-postgres stores (the same event rows, tags, asset
+entries and check rows, in the same order), so every Dagster view of the instance is the same:
+in particular the partitions of a failed range run still show as failed, which Dagster's other
+lever for this cost (`DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS`) gives up. The one view
+that differs is a range run's own event list: one planned event per asset, not per partition.
+
+The class overrides internals of `dagster_postgres.PostgresEventLogStorage` (`store_event_batch`,
+`_store_asset_check_evaluation_planned`, the two reads above) and relies on helpers of
+`SqlEventLogStorage`: valid for the pinned dagster / dagster-postgres versions;
+`test_event_log.py` compares what it stores with dagster-postgres's own class and must pass
+before either pin moves.
 """
 
 from __future__ import annotations
 
 import itertools
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import cast
 
-from dagster import MetadataValue
+import sqlalchemy as db
+from dagster import AssetKey, MetadataValue
 from dagster._core.events import (
     AssetCheckEvaluation,
     AssetCheckEvaluationPlanned,
+    AssetMaterializationPlannedData,
     DagsterEventType,
     StepMaterializationData,
 )
 from dagster._core.events.log import EventLogEntry
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
+from dagster._core.storage.event_log.base import PlannedMaterializationInfo
 from dagster._core.storage.event_log.schema import (
     AssetCheckExecutionsTable,
     SqlEventLogStorageTable,
 )
-from dagster._serdes import serialize_value
+from dagster._core.storage.sqlalchemy_compat import db_select
+from dagster._serdes import deserialize_value, serialize_value
 from dagster_postgres.event_log import PostgresEventLogStorage
 from dagster_postgres.utils import get_token_provider_from_config, pg_url_from_config
 
@@ -145,8 +163,126 @@ class BatchedPostgresEventLogStorage(PostgresEventLogStorage):
             )
         )
 
+    @property
+    def supports_partition_subset_in_asset_materialization_planned_events(self) -> bool:
+        # A range run plans each asset once, for its whole range; the reads below expand it.
+        return True
+
+    def _planned_per_partition(self, event: EventLogEntry) -> EventLogEntry:
+        """A planned materialization of a single partition, stored as dagster-postgres stores it
+        (with its partition); a range's one planned event is kept as it is."""
+        dagster_event = event.get_dagster_event()
+        if dagster_event.event_type != DagsterEventType.ASSET_MATERIALIZATION_PLANNED:
+            return event
+        planned = cast(AssetMaterializationPlannedData, dagster_event.event_specific_data)
+        subset = planned.partitions_subset
+        if subset is None or len(subset) != 1:
+            return event
+        (partition,) = subset.get_partition_keys()
+        return event._replace(
+            dagster_event=dagster_event._replace(
+                event_specific_data=planned._replace(partition=partition, partitions_subset=None)
+            )
+        )
+
+    def _stored_form(self, event: EventLogEntry) -> EventLogEntry:
+        if not event.is_dagster_event:
+            return event
+        return self._describe_range(self._planned_per_partition(event))
+
+    def get_latest_asset_partition_materialization_attempts_without_materializations(
+        self, asset_key: AssetKey, after_storage_id: int | None = None
+    ) -> Mapping[str, tuple[str, int]]:
+        """Dagster's answer (each partition's latest planned event, unless a materialization
+        followed it), with a range's one planned event counted as planning each of its
+        partitions: the partitions of a failed range run show as failed, of a running one as in
+        progress, as with one planned event per partition."""
+        table = SqlEventLogStorageTable
+        planned_type = DagsterEventType.ASSET_MATERIALIZATION_PLANNED.value
+        materialized_type = DagsterEventType.ASSET_MATERIALIZATION.value
+        conditions = [
+            table.c.asset_key == asset_key.to_string(),
+            table.c.dagster_event_type.in_([planned_type, materialized_type]),
+        ]
+        if after_storage_id is not None:
+            conditions.append(table.c.id > after_storage_id)
+        planned: dict[str, tuple[str, int]] = {}
+        materialized: dict[str, int] = {}
+        with self.index_connection() as conn:
+            # The latest event of each type per partition, and the ranges' planned events.
+            latest = conn.execute(
+                db_select([table.c.dagster_event_type, table.c.partition, db.func.max(table.c.id)])
+                .where(*conditions, table.c.partition.isnot(None))
+                .group_by(table.c.dagster_event_type, table.c.partition)
+            ).all()
+            ranges = conn.execute(
+                db_select([table.c.id, table.c.run_id, table.c.event])
+                .where(
+                    *conditions,
+                    table.c.dagster_event_type == planned_type,
+                    table.c.partition.is_(None),
+                )
+                .order_by(table.c.id)
+            ).all()
+            planned_ids = [event_id for kind, _, event_id in latest if kind == planned_type]
+            runs = (
+                dict(
+                    conn.execute(
+                        db_select([table.c.id, table.c.run_id]).where(table.c.id.in_(planned_ids))
+                    ).all()
+                )
+                if planned_ids
+                else {}
+            )
+        for kind, partition, event_id in latest:
+            if kind == planned_type:
+                planned[partition] = (runs[event_id], event_id)
+            else:
+                materialized[partition] = event_id
+        for event_id, run_id, serialized in ranges:
+            entry = deserialize_value(serialized, EventLogEntry)
+            subset = entry.get_dagster_event().partitions_subset
+            if subset is None:  # an unpartitioned run of the asset
+                continue
+            for partition in subset.get_partition_keys():
+                if partition not in planned or planned[partition][1] < event_id:
+                    planned[partition] = (run_id, event_id)
+        return {
+            partition: (run_id, event_id)
+            for partition, (run_id, event_id) in planned.items()
+            if materialized.get(partition, -1) < event_id
+        }
+
+    def get_latest_planned_materialization_info(
+        self, asset_key: AssetKey, partition: str | None = None
+    ) -> PlannedMaterializationInfo | None:
+        """The latest run that planned the asset (the UI's latest run of a partition), a range
+        run's one planned event counting for each partition of its range."""
+        latest = super().get_latest_planned_materialization_info(asset_key, partition)
+        if partition is None:
+            return latest
+        table = SqlEventLogStorageTable
+        query = (
+            db_select([table.c.id, table.c.run_id, table.c.event])
+            .where(
+                table.c.asset_key == asset_key.to_string(),
+                table.c.dagster_event_type == DagsterEventType.ASSET_MATERIALIZATION_PLANNED.value,
+                table.c.partition.is_(None),
+            )
+            .order_by(table.c.id.desc())
+        )
+        if latest is not None:
+            query = query.where(table.c.id > latest.storage_id)
+        with self.index_connection() as conn:
+            for event_id, run_id, serialized in conn.execute(query).yield_per(100):
+                subset = deserialize_value(serialized, EventLogEntry).get_dagster_event()
+                subset = subset.partitions_subset
+                if subset is not None and partition in subset:
+                    return PlannedMaterializationInfo(storage_id=event_id, run_id=run_id)
+        return latest
+
     def store_event(self, event: EventLogEntry) -> None:
-        super().store_event(self._describe_range(event) if event.is_dagster_event else event)
+        super().store_event(self._stored_form(event))
 
     def store_event_batch(self, events: Sequence[EventLogEntry]) -> None:
         # A run's planned events arrive in one batch with its planned checks: keep the order,
@@ -163,7 +299,7 @@ class BatchedPostgresEventLogStorage(PostgresEventLogStorage):
         """The events' rows with one executemany (a statement SQLAlchemy compiles once, not a
         VALUES list of the batch's size), then, in one transaction, their tags and each asset's
         latest event in the asset table: what `store_event` does for each of them."""
-        events = [self._describe_range(event) for event in events]
+        events = [self._stored_form(event) for event in events]
         rows = [self._event_to_row(event) for event in events]
         with self._connect() as conn:
             result = conn.execute(
