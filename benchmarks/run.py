@@ -202,12 +202,21 @@ def print_graph(results: list[dict], shape: Shape, span: Span, seed: dict) -> No
             f"for {records['asset_partitions']:,} asset-partitions: {per_partition:,.0f} bytes "
             "of rows each"
         )
+        # The kinds of rows that make up the records; the run-level ones (a few per run) as one.
         partitions = max(records["asset_partitions"], 1)
+        other_rows = other_bytes = 0
         for kind, (count, size) in records["kinds"].items():
+            if size / partitions < 10:
+                other_rows, other_bytes = other_rows + count, other_bytes + size
+                continue
             print(
                 f"         {kind}: {count:,} rows, {size / (1 << 20):,.1f} MiB, "
                 f"{size / partitions:,.0f} bytes per asset-partition"
             )
+        print(
+            f"         other events (the runs' and steps'): {other_rows:,} rows, "
+            f"{other_bytes / partitions:,.0f} bytes per asset-partition"
+        )
         for line in graph_targets(span.days, shape.metrics, total, peak, records):
             print(f"      target: {line}")
 

@@ -242,15 +242,23 @@ def test_batched_storage_stores_what_dagster_postgres_stores(
 def test_a_range_s_figures_are_stored_once_on_its_last_partition(tmp_path, postgres_server):
     """A range run's metadata is the whole range's: it is stored
     once, on the range's last partition; every other partition says where to find it instead
-    of carrying a copy."""
+    of carrying a copy. A run of one partition is stored as dagster-postgres stores it."""
     url = new_database(postgres_server, "events_metadata")
     with _instance(
         tmp_path, url, "metrics_platform.lib.event_log", "BatchedPostgresEventLogStorage"
     ) as instance:
-        _run_both_ranges(instance)
+        run_ids = _run_both_ranges(instance)
         single = dg.materialize([numbers], instance=instance, partition_key="2026-01-05-00:00")
         assert single.success
         records = instance.fetch_materializations(numbers.key, limit=1000).records
+        planned = [
+            record
+            for run_id in [*run_ids, single.run_id]
+            for record in instance.get_records_for_run(
+                run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED
+            ).records
+            if record.event_log_entry.get_dagster_event().asset_key == numbers.key
+        ]
     by_partition = {r.partition_key: r.asset_materialization.metadata for r in records}
     first, last = FIRST_RANGE
     assert by_partition[last]["partitions"].value == 48  # the range's figure
@@ -266,6 +274,16 @@ def test_a_range_s_figures_are_stored_once_on_its_last_partition(tmp_path, postg
     )
     assert "partition_range" not in by_partition["2026-01-05-00:00"]
     assert by_partition["2026-01-05-00:00"]["partitions"].value == 1
+    # A run of one partition is planned with its partition, as dagster-postgres plans it; a
+    # range run with one event for the range.
+    by_run = {
+        record.event_log_entry.run_id: record.event_log_entry.get_dagster_event()
+        for record in planned
+    }
+    assert len(by_run) == len(planned) == 4
+    assert by_run[single.run_id].partition == "2026-01-05-00:00"
+    assert by_run[single.run_id].partitions_subset is None
+    assert sorted(len(e.partitions_subset or []) for e in by_run.values()) == [0, 6, 12, 48]
 
 
 @pytest.mark.parametrize("preset", [None, "25"])
