@@ -12,14 +12,22 @@ dagster-postgres pins, since the class overrides their internals.
 
 import os
 from collections import Counter
+from datetime import datetime, timezone
 
 import dagster as dg
 import pytest
 import sqlalchemy
-from dagster._core.storage.event_log.schema import AssetEventTagsTable
+from dagster._core.events import DagsterEvent, StepMaterializationData
+from dagster._core.events.log import EventLogEntry
+from dagster._core.storage.event_log.schema import AssetEventTagsTable, SqlEventLogStorageTable
 from dagster._core.storage.partition_status_cache import get_and_update_asset_status_cache_value
+from dagster._serdes import deserialize_value, serialize_value
 
-from metrics_platform.lib.event_log import EVENT_BATCH_SIZE_ENV, BatchedPostgresEventLogStorage
+from metrics_platform.lib.event_log import (
+    EVENT_BATCH_SIZE_ENV,
+    BatchedPostgresEventLogStorage,
+    RangeSerializer,
+)
 from metrics_platform_tests.conftest import RANGE_TAGS, new_database
 
 HOURS = dg.HourlyPartitionsDefinition(start_date="2026-01-01-00:00")
@@ -299,3 +307,61 @@ def test_the_storage_turns_batching_on_unless_the_operator_chose(
         tmp_path, url, "metrics_platform.lib.event_log", "BatchedPostgresEventLogStorage"
     ):
         assert os.environ[EVENT_BATCH_SIZE_ENV] == (preset or "1000")
+
+
+def _materialization(partition: str, timestamp: float, note: str = "same") -> EventLogEntry:
+    materialization = dg.AssetMaterialization(
+        asset_key="numbers", partition=partition, metadata={"partition_range": note}
+    )
+    event = DagsterEvent(
+        event_type_value=dg.DagsterEventType.ASSET_MATERIALIZATION.value,
+        job_name="job",
+        event_specific_data=StepMaterializationData(materialization),
+        message="Materialized value numbers.",
+        step_key="numbers",
+    )
+    return EventLogEntry(
+        error_info=None,
+        level=10,
+        user_message="Materialized value numbers.",
+        run_id="8c1bae77-2ffd-46fe-a47c-e229e7a5c9be",
+        timestamp=timestamp,
+        step_key="numbers",
+        job_name="job",
+        dagster_event=event,
+    )
+
+
+def test_a_range_s_materializations_are_serialized_as_dagster_serializes_them():
+    serialize = RangeSerializer()
+    events = [
+        *(_materialization(f"2026-01-01-{h:02d}:00", 1796151833.17 + h / 7) for h in range(24)),
+        _materialization("2026-01-02-00:00", 1796151900.0, note="another"),  # not the same event
+        _materialization('a "quoted" \\ partition \u00e9', 1e9),  # text JSON escapes
+        _materialization("2026-01-02-01:00", 1796151901.0),
+    ]
+    for event in events:
+        assert serialize(event) == serialize_value(event)
+    assert serialize.reused == len(events)  # each was written into a template
+
+
+def test_the_stored_materializations_are_the_events_dagster_serializes(tmp_path, postgres_server):
+    url = new_database(postgres_server, "events_text")
+    with _instance(
+        tmp_path, url, "metrics_platform.lib.event_log", "BatchedPostgresEventLogStorage"
+    ) as instance:
+        _run_both_ranges(instance)
+        with instance.event_log_storage.index_connection() as conn:
+            table = SqlEventLogStorageTable
+            rows = conn.execute(
+                sqlalchemy.select(table.c.partition, table.c.timestamp, table.c.event).where(
+                    table.c.dagster_event_type == dg.DagsterEventType.ASSET_MATERIALIZATION.value
+                )
+            ).all()
+    assert len(rows) == 2 * 48
+    for partition, timestamp, text in rows:
+        entry = deserialize_value(text, EventLogEntry)
+        assert serialize_value(entry) == text
+        assert entry.get_dagster_event().partition == partition
+        moment = datetime.fromtimestamp(entry.timestamp, timezone.utc).replace(tzinfo=None)
+        assert moment == timestamp
