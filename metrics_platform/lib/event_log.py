@@ -97,7 +97,7 @@ _TIMESTAMP_MARK = -12345678.875
 _PARTITION_JSON = json.dumps(_PARTITION_MARK)
 _TIMESTAMP_JSON = json.dumps(_TIMESTAMP_MARK)
 
-# Event types written here with one executemany per batch; other batched types (failures to
+# Event types written here with one COPY per batch; other batched types (failures to
 # materialize, planned checks) go through dagster-postgres's own path.
 _BATCHED_TYPES = frozenset(
     {
