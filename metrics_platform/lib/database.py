@@ -13,6 +13,7 @@ redaction layer (`metrics_platform.lib.redaction`) from the moment it is read.
 
 from __future__ import annotations
 
+import io
 import os
 import re
 from collections.abc import Iterator
@@ -34,6 +35,33 @@ DATABASE_URL_ENV = "METRICS_PLATFORM_DATABASE_URL"
 PRODUCT_DATABASE_URL_ENV = "METRICS_PLATFORM_PRODUCT_DATABASE_URL"
 
 _SCHEMES = ("postgresql+psycopg2", "postgresql", "postgres")
+
+
+class TextBlocks(io.TextIOBase):
+    """A file of the text `blocks` yields, read a block at a time as `COPY ... FROM STDIN`
+    asks for it, so that the whole text is never held at once."""
+
+    def __init__(self, blocks: Iterator[str]):
+        self._blocks = blocks
+        self._block = ""
+        self._position = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int | None = -1) -> str:
+        if size is None or size < 0:
+            rest = [self._block[self._position :], *self._blocks]
+            self._block, self._position = "", 0
+            return "".join(rest)
+        while self._position >= len(self._block):
+            block = next(self._blocks, None)
+            if block is None:
+                return ""
+            self._block, self._position = block, 0
+        out = self._block[self._position : self._position + size]
+        self._position += len(out)
+        return out
 
 
 def database_url_from_env(env: str = DATABASE_URL_ENV) -> str:

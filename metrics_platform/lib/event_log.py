@@ -56,16 +56,15 @@ before either pin moves.
 
 from __future__ import annotations
 
-import io
 import itertools
 import json
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import cast
 
-import sqlalchemy as db
 from dagster import AssetKey, MetadataValue
+from dagster._core.definitions.partitions.subset import PartitionsSubset
 from dagster._core.events import (
     AssetCheckEvaluation,
     AssetCheckEvaluationPlanned,
@@ -85,6 +84,9 @@ from dagster._core.storage.sqlalchemy_compat import db_select
 from dagster._serdes import deserialize_value, serialize_value
 from dagster_postgres.event_log import PostgresEventLogStorage
 from dagster_postgres.utils import get_token_provider_from_config, pg_url_from_config
+from sqlalchemy.dialects.postgresql import distinct_on
+
+from metrics_platform.lib.database import TextBlocks
 
 EVENT_BATCH_SIZE_ENV = "DAGSTER_EVENT_BATCH_SIZE"
 RANGE_TAGS = ("dagster/asset_partition_range_start", "dagster/asset_partition_range_end")
@@ -108,6 +110,9 @@ _BATCHED_TYPES = frozenset(
 )
 
 
+# Rows per block of a COPY's text: a year of a check's planned rows (a serialized event each)
+# is not held as one string.
+_COPY_BLOCK_ROWS = 1000
 _EVENT_COLUMNS = (
     "run_id",
     "event",
@@ -127,12 +132,36 @@ def _csv_field(value) -> str:
     return '"' + text.replace('"', '""') + '"'
 
 
+def _csv_blocks(rows: Iterable[Sequence]) -> Iterator[str]:
+    lines = (",".join(_csv_field(value) for value in row) + "\n" for row in rows)
+    while block := "".join(itertools.islice(lines, _COPY_BLOCK_ROWS)):
+        yield block
+
+
 def _copy(cursor, table: str, columns: Sequence[str], rows: Iterable[Sequence]) -> None:
-    """`COPY table (columns) FROM STDIN` of `rows` (constant names: no identifier from input)."""
-    text = "".join(",".join(_csv_field(value) for value in row) + "\n" for row in rows)
+    """`COPY table (columns) FROM STDIN` of `rows`, a block of rows at a time (constant names:
+    no identifier from input)."""
     cursor.copy_expert(
-        f"COPY {table} ({', '.join(columns)}) FROM STDIN WITH (FORMAT csv)", io.StringIO(text)
+        f"COPY {table} ({', '.join(columns)}) FROM STDIN WITH (FORMAT csv)",
+        TextBlocks(_csv_blocks(rows)),
     )
+
+
+def _range_plans(asset_key: AssetKey):
+    """A query of the asset's planned events without a partition (a range's, or an
+    unpartitioned run's): id, run id and serialized event."""
+    table = SqlEventLogStorageTable
+    return db_select([table.c.id, table.c.run_id, table.c.event]).where(
+        table.c.asset_key == asset_key.to_string(),
+        table.c.dagster_event_type == DagsterEventType.ASSET_MATERIALIZATION_PLANNED.value,
+        table.c.partition.is_(None),
+    )
+
+
+def _planned_subset(serialized: str) -> PartitionsSubset | None:
+    """The range a stored planned event without a partition plans; None for an unpartitioned
+    run."""
+    return deserialize_value(serialized, EventLogEntry).get_dagster_event().partitions_subset
 
 
 class RangeSerializer:
@@ -285,52 +314,35 @@ class BatchedPostgresEventLogStorage(PostgresEventLogStorage):
         progress, as with one planned event per partition."""
         table = SqlEventLogStorageTable
         planned_type = DagsterEventType.ASSET_MATERIALIZATION_PLANNED.value
-        materialized_type = DagsterEventType.ASSET_MATERIALIZATION.value
-        conditions = [
-            table.c.asset_key == asset_key.to_string(),
-            table.c.dagster_event_type.in_([planned_type, materialized_type]),
-        ]
-        if after_storage_id is not None:
-            conditions.append(table.c.id > after_storage_id)
-        planned: dict[str, tuple[str, int]] = {}
-        materialized: dict[str, int] = {}
+        after = [table.c.id > after_storage_id] if after_storage_id is not None else []
         with self.index_connection() as conn:
             # The latest event of each type per partition, and the ranges' planned events.
             latest = conn.execute(
-                db_select([table.c.dagster_event_type, table.c.partition, db.func.max(table.c.id)])
-                .where(*conditions, table.c.partition.isnot(None))
-                .group_by(table.c.dagster_event_type, table.c.partition)
-            ).all()
-            ranges = conn.execute(
-                db_select([table.c.id, table.c.run_id, table.c.event])
+                db_select(
+                    [table.c.dagster_event_type, table.c.partition, table.c.id, table.c.run_id]
+                )
+                .ext(distinct_on(table.c.dagster_event_type, table.c.partition))
                 .where(
-                    *conditions,
-                    table.c.dagster_event_type == planned_type,
-                    table.c.partition.is_(None),
+                    table.c.asset_key == asset_key.to_string(),
+                    table.c.dagster_event_type.in_(
+                        [planned_type, DagsterEventType.ASSET_MATERIALIZATION.value]
+                    ),
+                    table.c.partition.isnot(None),
+                    *after,
                 )
-                .order_by(table.c.id)
+                .order_by(table.c.dagster_event_type, table.c.partition, table.c.id.desc())
             ).all()
-            planned_ids = [event_id for kind, _, event_id in latest if kind == planned_type]
-            runs = (
-                dict(
-                    conn.execute(
-                        db_select([table.c.id, table.c.run_id]).where(table.c.id.in_(planned_ids))
-                    ).all()
-                )
-                if planned_ids
-                else {}
-            )
-        for kind, partition, event_id in latest:
+            ranges = conn.execute(_range_plans(asset_key).where(*after).order_by(table.c.id)).all()
+        planned: dict[str, tuple[str, int]] = {}
+        materialized: dict[str, int] = {}
+        for kind, partition, event_id, run_id in latest:
             if kind == planned_type:
-                planned[partition] = (runs[event_id], event_id)
+                planned[partition] = (run_id, event_id)
             else:
                 materialized[partition] = event_id
         for event_id, run_id, serialized in ranges:
-            entry = deserialize_value(serialized, EventLogEntry)
-            subset = entry.get_dagster_event().partitions_subset
-            if subset is None:  # an unpartitioned run of the asset
-                continue
-            for partition in subset.get_partition_keys():
+            subset = _planned_subset(serialized)
+            for partition in subset.get_partition_keys() if subset is not None else ():
                 if partition not in planned or planned[partition][1] < event_id:
                     planned[partition] = (run_id, event_id)
         return {
@@ -348,21 +360,12 @@ class BatchedPostgresEventLogStorage(PostgresEventLogStorage):
         if partition is None:
             return latest
         table = SqlEventLogStorageTable
-        query = (
-            db_select([table.c.id, table.c.run_id, table.c.event])
-            .where(
-                table.c.asset_key == asset_key.to_string(),
-                table.c.dagster_event_type == DagsterEventType.ASSET_MATERIALIZATION_PLANNED.value,
-                table.c.partition.is_(None),
-            )
-            .order_by(table.c.id.desc())
-        )
+        query = _range_plans(asset_key).order_by(table.c.id.desc())
         if latest is not None:
             query = query.where(table.c.id > latest.storage_id)
         with self.index_connection() as conn:
             for event_id, run_id, serialized in conn.execute(query).yield_per(100):
-                subset = deserialize_value(serialized, EventLogEntry).get_dagster_event()
-                subset = subset.partitions_subset
+                subset = _planned_subset(serialized)
                 if subset is not None and partition in subset:
                     return PlannedMaterializationInfo(storage_id=event_id, run_id=run_id)
         return latest

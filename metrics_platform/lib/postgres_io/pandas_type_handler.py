@@ -27,7 +27,6 @@ Postgres's live-row counter for the table (see `table_row_count`), marked by
 
 from __future__ import annotations
 
-import io
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 
@@ -40,6 +39,7 @@ from dagster._core.definitions.partitions.utils import TimeWindow
 from dagster._core.storage.db_io_manager import DbTypeHandler, TableSlice
 from psycopg2 import sql
 
+from metrics_platform.lib.database import TextBlocks
 from metrics_platform.lib.errors import WriteError
 from metrics_platform.lib.identifiers import validate_identifier
 from metrics_platform.lib.postgres_io.client import (
@@ -270,32 +270,13 @@ def _csv_blocks(frame: pd.DataFrame) -> Iterator[str]:
         yield "\n".join(map(",".join, zip(*columns))) + "\n"
 
 
-class CsvStream(io.TextIOBase):
+class CsvStream(TextBlocks):
     """The frame as CSV for `COPY ... FROM STDIN`, generated a block of rows at a time as the
     server reads it. `getvalue()` returns the whole text at once, like `io.StringIO`'s."""
 
     def __init__(self, frame: pd.DataFrame):
+        super().__init__(_csv_blocks(frame))
         self._frame = frame
-        self._blocks = _csv_blocks(frame)
-        self._block = ""
-        self._position = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def read(self, size: int | None = -1) -> str:
-        if size is None or size < 0:
-            rest = [self._block[self._position :], *self._blocks]
-            self._block, self._position = "", 0
-            return "".join(rest)
-        while self._position >= len(self._block):
-            block = next(self._blocks, None)
-            if block is None:
-                return ""
-            self._block, self._position = block, 0
-        out = self._block[self._position : self._position + size]
-        self._position += len(out)
-        return out
 
     def getvalue(self) -> str:
         return "".join(_csv_blocks(self._frame))
