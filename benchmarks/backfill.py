@@ -14,6 +14,7 @@ which is Dagster's own bookkeeping: planning, events, storage writes, materializ
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import inspect
 import json
 import os
@@ -26,6 +27,8 @@ STARTED = time.perf_counter()
 
 class Timers:
     compute = 0.0
+    made = 0.0  # making pieces of outputs written piece by piece (during their writes)
+    writing = False
     io_load = 0.0
     io_write = 0.0
     rows_written = 0
@@ -39,6 +42,8 @@ def _install_timers() -> None:
     import pandas as pd
     from dagster._core.execution.plan import compute_generator
     from dagster._core.storage.db_io_manager import DbIOManager
+
+    from metrics_platform.lib.postgres_io.pieces import FramePieces, StoredWindow
 
     real_invoke = compute_generator.invoke_compute_fn
 
@@ -62,29 +67,69 @@ def _install_timers() -> None:
     compute_generator.invoke_compute_fn = invoke
 
     real_handle, real_load = DbIOManager.handle_output, DbIOManager.load_input
+    real_read = StoredWindow.read
+
+    def read(self, start, end):
+        began = time.perf_counter()
+        frame = real_read(self, start, end)
+        seconds = time.perf_counter() - began
+        Timers.io_load += seconds
+        # Not the asset's time: inside a piece's making while its output is written, else
+        # inside the compute function.
+        if Timers.writing:
+            Timers.made -= seconds
+        else:
+            Timers.compute -= seconds
+        Timers.rows_loaded += len(frame)
+        return frame
+
+    def made(pieces, rows: list):
+        # An output written piece by piece makes each piece while the IO manager writes: the
+        # making is the asset's time (its reads the IO manager's load time), not the write's.
+        iterator = iter(pieces)
+        while True:
+            began = time.perf_counter()
+            try:
+                start, end, frame = next(iterator)
+            except StopIteration:
+                Timers.made += time.perf_counter() - began
+                return
+            Timers.made += time.perf_counter() - began
+            rows.append(len(frame))
+            yield start, end, frame
 
     def handle_output(self, context, obj):
         start = time.perf_counter()
+        rows: list[int] = []
+        if isinstance(obj, FramePieces):
+            obj = dataclasses.replace(obj, pieces=made(obj.pieces, rows))
+        elif isinstance(obj, pd.DataFrame):
+            rows.append(len(obj))
+        before = Timers.made
+        Timers.writing = True
         try:
             return real_handle(self, context, obj)
         finally:
-            seconds = time.perf_counter() - start
+            Timers.writing = False
+            making = Timers.made - before
+            seconds = time.perf_counter() - start - making
+            Timers.compute += max(making, 0.0)
             Timers.io_write += seconds
-            if isinstance(obj, pd.DataFrame):
-                Timers.rows_written += len(obj)
-                asset = Timers.writes.setdefault(context.asset_key.to_user_string(), [0, 0.0])
-                asset[0] += len(obj)
-                asset[1] += seconds
+            Timers.rows_written += sum(rows)
+            asset = Timers.writes.setdefault(context.asset_key.to_user_string(), [0, 0.0])
+            asset[0] += sum(rows)
+            asset[1] += seconds
 
     def load_input(self, context):
         start = time.perf_counter()
-        obj = real_load(self, context)
+        obj = real_load(self, context)  # a StoredWindow's reads are timed as they happen
         Timers.io_load += time.perf_counter() - start
         if isinstance(obj, pd.DataFrame):
             Timers.rows_loaded += len(obj)
         return obj
 
     DbIOManager.handle_output, DbIOManager.load_input = handle_output, load_input
+    StoredWindow.read = read
 
 
 def _event_counts(url: str, run_id: str) -> dict[str, int]:
@@ -118,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from metrics_platform.definitions import defs
     from metrics_platform.lib.database import DATABASE_URL_ENV
+    from metrics_platform.lib.in_process import execute_job_in_process
 
     job = defs.resolve_job_def(args.job)
     instance = dg.DagsterInstance.get()
@@ -130,7 +176,9 @@ def main(argv: list[str] | None = None) -> int:
         profiler = Profiler(interval=0.005)
         profiler.start()
     run_start = time.perf_counter()
-    result = job.execute_in_process(
+    # As `metrics-platform materialize` runs it: no output kept in memory once it is written.
+    result = execute_job_in_process(
+        job,
         instance=instance,
         run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
         tags={

@@ -178,7 +178,7 @@ def print_graph(results: list[dict], shape: Shape, span: Span, seed: dict) -> No
         )
     print(
         "   process s: the run's process, start to exit (imports and definitions included); "
-        "run s: execute_in_process;\n"
+        "run s: the run in its process (Dagster's in-process execution);\n"
         "   assets s: inside the assets' own code (source queries included); load/write s: "
         "inside the IO manager;\n"
         "   Dagster s: the rest of the run (planning, events, storage writes), per partition "

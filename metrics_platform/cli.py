@@ -127,6 +127,7 @@ def backfill_history(on_interrupt=None) -> None:
     from metrics_platform.defs.jobs import DAILY_JOB, HOURLY_JOB
     from metrics_platform.defs.metrics.assets import DAILY_VALUES_KEY, HOURLY_VALUES_KEY
     from metrics_platform.defs.partitions import daily_partitions, hourly_partitions
+    from metrics_platform.lib.in_process import execute_job_in_process
 
     instance = dg.DagsterInstance.get()
     invocation = runs.new_invocation()
@@ -141,7 +142,8 @@ def backfill_history(on_interrupt=None) -> None:
         count = len(partitions_def.get_partition_keys_in_range(dg.PartitionKeyRange(*missing)))
         began = time.monotonic()
         result = runs.run_until_signal(
-            lambda job=job, missing=missing: defs.resolve_job_def(job).execute_in_process(
+            lambda job=job, missing=missing: execute_job_in_process(
+                defs.resolve_job_def(job),
                 run_config=runs.quiet_config(verbose=False),
                 instance=instance,
                 tags={

@@ -45,6 +45,7 @@ import dagster as dg
 
 from metrics_platform.defs.sources.registry import DISABLED_TAG
 from metrics_platform.lib.errors import MetricsPlatformError
+from metrics_platform.lib.in_process import materialize_in_process
 from metrics_platform.lib.run_launcher import worker_tags
 
 # Dagster's tag pair that makes one run cover a range of partitions.
@@ -513,7 +514,7 @@ def run_step(
     assets = [a for a in defs.assets if isinstance(a, dg.AssetsDefinition)]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", dg.BetaWarning)
-        result = dg.materialize(
+        result = materialize_in_process(
             assets,
             selection=list(step.keys),
             instance=instance,

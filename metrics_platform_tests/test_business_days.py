@@ -119,3 +119,46 @@ def test_an_unknown_time_zone_fails_when_the_definitions_load():
     assert (
         "METRICS_PLATFORM_BUSINESS_TIMEZONE: 'Mars/Olympus' is not an IANA time zone" in out.stderr
     )
+
+
+def test_a_range_of_days_across_dst_rolls_up_in_pieces_of_local_days(store_url, product_url):
+    """Ten Paris days around the spring change, one range (two pieces of seven days): each
+    day's count is its own local hours' events, the 23-hour day included."""
+    execute(product_url, DEMO_SCHEMA_SQL)
+    first, last = "2026-03-24", "2026-04-02"
+    local_start = datetime.fromisoformat(first).replace(tzinfo=PARIS)
+    local_end = datetime.fromisoformat("2026-04-03").replace(tzinfo=PARIS)
+    utc_start, utc_end = local_start.astimezone(timezone.utc), local_end.astimezone(timezone.utc)
+    execute(
+        product_url,
+        "INSERT INTO events (type, occurred_at, duration_ms) SELECT 'signup', t, 1 "
+        "FROM generate_series(%(s)s::timestamptz, %(e)s::timestamptz - interval '1 minute', "
+        "interval '10 minutes') t",
+        {"s": utc_start, "e": utc_end},
+    )
+    fmt = "%Y-%m-%d-%H:%M"
+    run_with_zone(
+        store_url,
+        product_url,
+        # Hourly partition keys are local hours too.
+        (local_start.strftime(fmt), (local_end - timedelta(hours=1)).strftime(fmt)),
+        (first, last),
+    )
+    daily = dict(
+        query(
+            store_url,
+            "SELECT date::text, value FROM metrics.daily_values_by_name "
+            "WHERE metric = 'events.signup.count'",
+        )
+    )
+    days = pd.date_range(first, last, freq="D").strftime("%Y-%m-%d")
+    expected = {day: 6 * (23 if day == "2026-03-29" else 24) for day in days}
+    assert daily == expected
+    complete = dict(
+        query(
+            store_url,
+            "SELECT date::text, value FROM metrics.daily_values_by_name "
+            "WHERE metric = 'platform.day_complete'",
+        )
+    )
+    assert set(complete) == set(days)

@@ -149,3 +149,65 @@ def test_an_hour_without_events_of_a_known_type_counts_zero_and_has_no_percentil
         assert (("events.export.duration.p50", hour) in got) == busy
         assert ("events.signup.duration.p50", hour) not in got
     assert got[("events.export.duration.p99", hours[1])] == 12.0
+
+
+def _events_on(product_url, rows):
+    execute(product_url, DEMO_SCHEMA_SQL)
+    execute(
+        product_url,
+        "INSERT INTO events (type, occurred_at, duration_ms, failed) "
+        "SELECT * FROM unnest(%s::text[], %s::timestamptz[], %s::float8[], %s::bool[])",
+        [list(col) for col in zip(*rows)],
+    )
+
+
+def test_a_window_longer_than_a_piece_is_read_in_pieces_with_the_same_values(
+    store_url, product_url
+):
+    """A range of nine days is read a week at a time: every hour has the counts of its own
+    events, and a type first seen in the second week counts 0 in the first week's hours."""
+    first, last = DAY + timedelta(minutes=5), DAY + timedelta(days=8, hours=3, minutes=5)
+    _events_on(
+        product_url,
+        [
+            ("api call", first, 10.0, False),
+            ("api call", first + timedelta(minutes=1), 30.0, True),
+            ("api call", last, 20.0, False),
+            ("export", last, 500.0, False),
+        ],
+    )
+    resources = platform_resources(store_url, product_url)
+    assert materialize(
+        resources,
+        selection=dg.AssetSelection.assets(HOURLY_KEY),
+        partition_range=("2026-03-10-00:00", "2026-03-18-23:00"),
+    ).success
+    rows = query(store_url, "SELECT hour, metric, value FROM raw.events_hourly")
+    got = {(pd.Timestamp(h), m): v for h, m, v in rows}
+    hours = pd.date_range(DAY, periods=9 * 24, freq="h")
+    for metric in ("events.api_call.count", "events.api_call.errors", "events.export.count"):
+        assert {h for (h, m) in got if m == metric} == set(hours), metric
+    assert got[(hours[0], "events.api_call.count")] == 2
+    assert got[(hours[0], "events.api_call.errors")] == 1
+    assert got[(hours[0], "events.api_call.duration.p50")] == pytest.approx(20.0)
+    assert got[(hours[0], "events.export.count")] == 0  # known from the second week
+    assert got[(hours[8 * 24 + 3], "events.export.count")] == 1
+    assert got[(hours[8 * 24 + 3], "events.export.duration.p50")] == 500.0
+    assert sum(v for (h, m), v in got.items() if m == "events.api_call.count") == 3
+    assert len(rows) == len(set(got))
+
+
+def test_event_types_that_collide_in_different_pieces_are_refused(store_url, product_url):
+    _events_on(
+        product_url,
+        [("api call", DAY, 1.0, False), ("api_call", DAY + timedelta(days=8), 1.0, False)],
+    )
+    result = materialize(
+        platform_resources(store_url, product_url),
+        selection=dg.AssetSelection.assets(HOURLY_KEY),
+        partition_range=("2026-03-10-00:00", "2026-03-18-23:00"),
+        raise_on_error=False,
+    )
+    assert not result.success
+    error = result.get_step_failure_events()[0].event_specific_data.error
+    assert "both map to events.api_call" in str(error)

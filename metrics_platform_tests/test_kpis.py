@@ -181,3 +181,44 @@ def test_kpis_land_hourly_and_daily_as_ratios_of_totals(store_url, product_url, 
         store_url, "SELECT aggregation, source FROM metrics.metric WHERE name LIKE 'kpi.%%'"
     )
     assert set(catalog) == {("recomputed", "kpi")}
+
+
+def test_kpis_of_a_long_range_are_computed_in_pieces(store_url, product_url, monkeypatch):
+    """Nine days as one range (two pieces of hours, two of days): every KPI value is the ratio
+    of its operands in the same period, and the bounds check covers every piece."""
+    monkeypatch.setenv(DATABASE_URL_ENV, store_url)
+    monkeypatch.setenv(PRODUCT_DATABASE_URL_ENV, product_url)
+    seed_product_database(
+        product_url, now=datetime(2026, 3, 11, tzinfo=timezone.utc), days=10, users=200
+    )
+    defs = build_definitions(SETTINGS)
+    with dg.instance_for_test() as instance:
+        hourly = defs.resolve_job_def("hourly_metrics").execute_in_process(
+            instance=instance, tags=dict(zip(RANGE_TAGS, ("2026-03-01-00:00", "2026-03-09-23:00")))
+        )
+        daily = defs.resolve_job_def("daily_metrics").execute_in_process(
+            instance=instance, tags=dict(zip(RANGE_TAGS, ("2026-03-01", "2026-03-09")))
+        )
+    assert hourly.success and daily.success
+    for view, period in (("hourly_values_by_name", "time"), ("daily_values_by_name", "date")):
+        pairs = query(
+            store_url,
+            f"""
+            SELECT k.value, a.value / u.value FROM metrics.{view} k
+            JOIN metrics.{view} a ON a.{period} = k.{period} AND a.metric = 'objects.api_keys.count'
+            JOIN metrics.{view} u ON u.{period} = k.{period} AND u.metric = 'objects.users.count'
+            WHERE k.metric = 'kpi.api_key_share'""",
+        )
+        defined = query(
+            store_url,
+            f"SELECT count(*) FROM metrics.{view} WHERE metric = 'objects.users.count' "
+            "AND value <> 0",
+        )[0][0]
+        assert 0 < len(pairs) == defined <= (9 * 24 if period == "time" else 9)
+        assert all(kpi == pytest.approx(ratio) for kpi, ratio in pairs)
+    checks = [
+        c
+        for c in hourly.get_asset_check_evaluations() + daily.get_asset_check_evaluations()
+        if c.check_name == "kpis_within_bounds"
+    ]
+    assert len(checks) == 2 and all(c.passed for c in checks)

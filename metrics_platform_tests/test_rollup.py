@@ -49,3 +49,19 @@ def test_an_empty_day_rolls_up_to_no_rows():
 def test_a_metric_missing_from_the_catalog_is_an_error():
     with pytest.raises(MetricsPlatformError, match="not in the catalog"):
         rollup_daily(hourly([(5, "2026-03-10 00:00", 1.0)]), {1: "sum"})
+
+
+def test_a_day_of_23_hours_sums_its_own_hours_and_a_gauge_takes_its_last():
+    """2026-03-29 in Europe/Paris starts at 23:00 UTC the day before and has 23 hours."""
+    hours = pd.date_range("2026-03-28 22:00", "2026-03-29 23:00", freq="h", tz="UTC")
+    frame = pd.concat(
+        [
+            pd.DataFrame({"metric_id": 1, "hour": hours, "value": 1.0}),
+            pd.DataFrame({"metric_id": 2, "hour": hours, "value": range(len(hours))}),
+        ]
+    ).sample(frac=1, random_state=4)
+    daily = rollup_daily(frame, {1: "sum", 2: "last"}, timezone="Europe/Paris")
+    by_key = {(r["metric_id"], str(r["day"])): r["value"] for r in daily.to_dict("records")}
+    assert by_key[(1, "2026-03-29")] == 23
+    assert by_key[(1, "2026-03-28")] == 1 and by_key[(1, "2026-03-30")] == 2
+    assert by_key[(2, "2026-03-29")] == 23  # 21:00 UTC (the 24th hour given), its last hour

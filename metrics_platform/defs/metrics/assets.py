@@ -21,9 +21,11 @@ from metrics_platform.defs.partitions import (
     single_run,
     utc_window,
 )
+from metrics_platform.lib.chunks import sub_windows
 from metrics_platform.lib.errors import MetricsPlatformError
 from metrics_platform.lib.metric_rows import window_hours
 from metrics_platform.lib.postgres_io.kept_values import allows_fewer_values
+from metrics_platform.lib.postgres_io.pieces import FramePieces, StoredWindow, as_stored_window
 from metrics_platform.lib.store import MetricSpec
 
 HOURLY_VALUES_KEY = dg.AssetKey(["metrics", "hourly_values"])
@@ -68,6 +70,23 @@ def _window_metadata(context: dg.AssetExecutionContext) -> dict[str, dg.Metadata
     return window_metadata(*utc_window(context))
 
 
+def _with_ids(rows: pd.DataFrame, ids: dict[str, int]) -> pd.DataFrame:
+    """(hour, metric, value) rows -> (metric_id, hour, value), refusing a name not in `ids`."""
+    codes, names = pd.factorize(rows["metric"])
+    unknown = sorted(name for name in names if name not in ids)
+    if unknown:
+        raise MetricsPlatformError(
+            f"metric {unknown[0]!r} is not in the catalog; its source must register it"
+        )
+    return pd.DataFrame(
+        {
+            "metric_id": np.array([ids[name] for name in names], dtype="int64")[codes],
+            "hour": rows["hour"].array,
+            "value": rows["value"].to_numpy(dtype="float64"),
+        }
+    )
+
+
 def combine_sources(frames: dict[str, pd.DataFrame], ids: dict[str, int]) -> pd.DataFrame:
     """Raw long frames by source -> (metric_id, hour, value), refusing ambiguity.
 
@@ -82,32 +101,20 @@ def combine_sources(frames: dict[str, pd.DataFrame], ids: dict[str, int]) -> pd.
                 "value": pd.Series([], dtype="float64"),
             }
         )
-    rows = pd.concat(parts.values(), ignore_index=True)
-    # Each distinct name is looked up once: the rows carry codes into `names`.
-    codes, names = pd.factorize(rows["metric"])
-    unknown = sorted(name for name in names if name not in ids)
-    if unknown:
+    # Each source's rows become ids on their own: the names are never joined into one column
+    # over the whole window, and each distinct name is looked up once.
+    combined = pd.concat([_with_ids(frame, ids) for frame in parts.values()], ignore_index=True)
+    combined = combined.sort_values(["hour", "metric_id"], ignore_index=True)
+    # Sorted, two rows of one (metric, hour) are neighbours: no hash table over the window.
+    hour, metric_id = combined["hour"].array.asi8, combined["metric_id"].to_numpy()
+    repeated = np.flatnonzero((hour[1:] == hour[:-1]) & (metric_id[1:] == metric_id[:-1]))
+    if len(repeated):
+        metric = next(name for name, i in ids.items() if i == metric_id[repeated[0]])
+        sources = sorted(name for name, frame in parts.items() if (frame["metric"] == metric).any())
         raise MetricsPlatformError(
-            f"metric {unknown[0]!r} is not in the catalog; its source must register it"
+            f"metric {metric!r} is reported by more than one source: {', '.join(sources)}"
         )
-    metric_ids = np.array([ids[name] for name in names], dtype="int64")[codes]
-    combined = pd.DataFrame(
-        {
-            "metric_id": metric_ids,
-            "hour": rows["hour"],
-            "value": rows["value"].astype("float64"),
-        }
-    )
-    clash = combined.duplicated(["metric_id", "hour"], keep=False)
-    if clash.any():
-        row = rows[clash].iloc[0]
-        sources = sorted(
-            name for name, frame in parts.items() if (frame["metric"] == row["metric"]).any()
-        )
-        raise MetricsPlatformError(
-            f"metric {row['metric']!r} is reported by more than one source: {', '.join(sources)}"
-        )
-    return combined.sort_values(["hour", "metric_id"], ignore_index=True)
+    return combined
 
 
 def completeness(
@@ -196,6 +203,72 @@ def keep_unread_sources(
     return kept[~kept["metric_id"].isin(new["metric_id"].unique())]
 
 
+class _HourlyTotals:
+    """What the hourly values' metadata and checks say about a window, added up piece by piece."""
+
+    def __init__(self, inputs: Mapping[str, object], expected: Sequence[str]):
+        self.rows_in = dict.fromkeys(inputs, 0)
+        self.expected = list(expected)
+        self.rows_out = self.rows_kept = self.hours = self.negative = 0
+        self.metric_ids: set[int] = set()
+        self.gaps: list[tuple[object, Sequence[str]]] = []
+        self.hours_by_metric: dict[str, int] = dict.fromkeys(self.expected, 0)
+        self._counters: dict[int, bool] = {}  # catalog id -> whether it is a counter
+
+    def add(self, frames, values, kept, missing, ids, metric_store: MetricStore) -> None:
+        for name in self.rows_in:
+            self.rows_in[name] += len(frames[name])
+        self.rows_out += len(values)
+        self.rows_kept += len(kept)
+        self.hours += len(missing)
+        self.gaps += [(h, m) for h, m in zip(missing["hour"], missing["missing"]) if m]
+        present = values["metric_id"].unique().tolist()
+        self.metric_ids.update(present)
+        names_by_id = {i: n for n, i in ids.items()}
+        if len(values):
+            counts = values.groupby("metric_id")["hour"].nunique()
+            for metric_id, hours in counts.items():
+                name = names_by_id.get(metric_id)
+                if name in self.hours_by_metric:
+                    self.hours_by_metric[name] += int(hours)
+        new = [i for i in present if i not in self._counters]
+        if new:
+            catalog = metric_store.catalog(new)
+            self._counters.update({i: catalog[i].aggregation == "sum" for i in new if i in catalog})
+        counters = [i for i in present if self._counters.get(i)]
+        self.negative += int((values["metric_id"].isin(counters) & (values["value"] < 0)).sum())
+
+    def metadata(self) -> dict[str, dg.MetadataValue]:
+        return {
+            **{f"rows_in/{name}": dg.MetadataValue.int(n) for name, n in self.rows_in.items()},
+            "rows_out": dg.MetadataValue.int(self.rows_out),
+            "rows_kept/unread_sources": dg.MetadataValue.int(self.rows_kept),
+            "metrics": dg.MetadataValue.int(len(self.metric_ids)),
+            "incomplete_hours": dg.MetadataValue.int(len(self.gaps)),
+        }
+
+    def checks(self, sources: Sequence[str]):
+        incomplete = sorted(m for m in self.expected if self.hours_by_metric[m] < self.hours)
+        yield dg.AssetCheckResult(
+            check_name=COMPLETE,
+            passed=not self.gaps and not incomplete,
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={
+                "incomplete_hours": dg.MetadataValue.int(len(self.gaps)),
+                "hours": dg.MetadataValue.int(self.hours),
+                "sources_missing": dg.MetadataValue.text(describe_gaps(self.gaps)),
+                "incomplete": dg.MetadataValue.text(", ".join(incomplete) or "none"),
+                "expected": dg.MetadataValue.int(len(self.expected)),
+                "sources": dg.MetadataValue.text(", ".join(sources) or "none"),
+            },
+        )
+        yield dg.AssetCheckResult(
+            check_name=COUNTERS_NON_NEGATIVE,
+            passed=self.negative == 0,
+            metadata={"negative_rows": dg.MetadataValue.int(self.negative)},
+        )
+
+
 def build_hourly_values(
     raw_keys: Sequence[dg.AssetKey],
     expected_metrics: Sequence[str] = (),
@@ -206,7 +279,11 @@ def build_hourly_values(
     must have. An hour is complete when every source landed values for it and every expected
     metric is there: the completeness check says which hours are not, and the platform's own
     metrics (`platform.hour_complete`, `platform.sources_missing`) store it for dashboards."""
-    ins = {key.to_python_identifier(): dg.AssetIn(key=key) for key in raw_keys}
+    # Each source's window is read a piece at a time (`StoredWindow`), and written so.
+    ins = {
+        key.to_python_identifier(): dg.AssetIn(key=key, dagster_type=StoredWindow)
+        for key in raw_keys
+    }
     names_by_input = {
         key.to_python_identifier(): (source_names or {}).get(key, key.to_user_string())
         for key in raw_keys
@@ -241,63 +318,40 @@ def build_hourly_values(
         ],
     )
     def hourly_values(
-        context: dg.AssetExecutionContext, metric_store: MetricStore, **raw: pd.DataFrame
+        context: dg.AssetExecutionContext, metric_store: MetricStore, **raw: StoredWindow
     ):
         """Every source's metrics for each UTC hour, keyed by catalog id (`metrics.hourly_values`),
         with the platform's record of which sources landed each hour."""
         start, end = utc_window(context)
-        by_source = {names_by_input[name]: frame for name, frame in raw.items()}
-        missing = hours_missing_sources(by_source, start, end)
-        frames = {**raw, PLATFORM_SOURCE: completeness_rows(missing)}
-        names = set()
-        for frame in frames.values():
-            names.update(frame["metric"].unique() if len(frame) else ())
+        windows = {name: as_stored_window(w, "hour", start, end) for name, w in raw.items()}
         metric_store.register_metrics(COMPLETENESS_SPECS)
-        ids = metric_store.metric_ids(names)
-        values = combine_sources(frames, ids)
-        kept = keep_unread_sources(
-            context, metric_store, "hourly_values", start, end, read_sources, values
-        )
-        values = pd.concat([values, kept], ignore_index=True) if len(kept) else values
-        gaps = [(h, m) for h, m in zip(missing["hour"], missing["missing"]) if m]
-        yield dg.Output(
-            values,
-            metadata={
-                **_window_metadata(context),
-                **{
-                    f"rows_in/{name}": dg.MetadataValue.int(len(frame))
-                    for name, frame in raw.items()
-                },
-                "rows_out": dg.MetadataValue.int(len(values)),
-                "rows_kept/unread_sources": dg.MetadataValue.int(len(kept)),
-                "metrics": dg.MetadataValue.int(values["metric_id"].nunique()),
-                "incomplete_hours": dg.MetadataValue.int(len(gaps)),
-            },
-        )
+        totals = _HourlyTotals(raw, expected_metrics)
 
-        names_by_id = {i: n for n, i in ids.items()}
-        _, incomplete = completeness(values, expected_metrics, start, end, names_by_id)
-        yield dg.AssetCheckResult(
-            check_name=COMPLETE,
-            passed=not gaps and not incomplete,
-            severity=dg.AssetCheckSeverity.WARN,
-            metadata={
-                "incomplete_hours": dg.MetadataValue.int(len(gaps)),
-                "hours": dg.MetadataValue.int(len(missing)),
-                "sources_missing": dg.MetadataValue.text(describe_gaps(gaps)),
-                "incomplete": dg.MetadataValue.text(", ".join(incomplete) or "none"),
-                "expected": dg.MetadataValue.int(len(expected_metrics)),
-                "sources": dg.MetadataValue.text(", ".join(sorted(by_source)) or "none"),
-            },
-        )
-        catalog = metric_store.catalog(values["metric_id"].unique().tolist()) if len(values) else {}
-        counters = [i for i, entry in catalog.items() if entry.aggregation == "sum"]
-        negative = values[values["metric_id"].isin(counters) & (values["value"] < 0)]
-        yield dg.AssetCheckResult(
-            check_name=COUNTERS_NON_NEGATIVE,
-            passed=negative.empty,
-            metadata={"negative_rows": dg.MetadataValue.int(len(negative))},
-        )
+        def piece(piece_start: datetime, piece_end: datetime) -> pd.DataFrame:
+            frames = {name: window.read(piece_start, piece_end) for name, window in windows.items()}
+            by_source = {names_by_input[name]: frame for name, frame in frames.items()}
+            missing = hours_missing_sources(by_source, piece_start, piece_end)
+            frames[PLATFORM_SOURCE] = completeness_rows(missing)
+            names = set()
+            for frame in frames.values():
+                names.update(frame["metric"].unique() if len(frame) else ())
+            ids = metric_store.metric_ids(names)
+            values = combine_sources(frames, ids)
+            kept = keep_unread_sources(
+                context, metric_store, "hourly_values", piece_start, piece_end, read_sources, values
+            )
+            values = pd.concat([values, kept], ignore_index=True) if len(kept) else values
+            totals.add(frames, values, kept, missing, ids, metric_store)
+            return values
+
+        pieces = sub_windows(start, end)
+        if len(pieces) > 1:  # a long range: one piece of hours in memory at a time
+            output = FramePieces(((s, e, piece(s, e)) for s, e in pieces), totals.metadata)
+            yield dg.Output(output, metadata=_window_metadata(context))
+        else:
+            values = piece(start, end)
+            yield dg.Output(values, metadata={**_window_metadata(context), **totals.metadata()})
+        yield from totals.checks(sorted(by_name for by_name in names_by_input.values()))
 
     return hourly_values
 
@@ -381,15 +435,67 @@ def day_completeness(
     )
 
 
+class _DailyTotals:
+    """What the daily values' metadata and check say about a window, added up piece by piece."""
+
+    def __init__(self, computed: Mapping[str, object]):
+        self.rows_in_by_input = dict.fromkeys(computed, 0)
+        self.hours_in = self.rows_in = self.rows_out = self.rows_kept = self.days = 0
+        self.gaps: list[tuple[object, Sequence[str]]] = []
+
+    def add(self, hourly, frames, daily, kept, days) -> None:
+        self.hours_in += hourly["hour"].nunique() if len(hourly) else 0
+        self.rows_in += len(hourly)
+        for name in self.rows_in_by_input:
+            self.rows_in_by_input[name] += len(frames[name])
+        self.rows_out += len(daily)
+        self.rows_kept += len(kept)
+        self.days += len(days)
+        self.gaps += [
+            (day, [f"{done} of {hours} hours complete"])
+            for day, hours, done, ok in days.itertuples(index=False)
+            if not ok
+        ]
+
+    def metadata(self) -> dict[str, dg.MetadataValue]:
+        return {
+            "hours_in": dg.MetadataValue.int(int(self.hours_in)),
+            "rows_in": dg.MetadataValue.int(self.rows_in),
+            **{
+                f"rows_in/{name}": dg.MetadataValue.int(n)
+                for name, n in self.rows_in_by_input.items()
+            },
+            "rows_out": dg.MetadataValue.int(self.rows_out),
+            "rows_kept/unread_sources": dg.MetadataValue.int(self.rows_kept),
+            "incomplete_days": dg.MetadataValue.int(len(self.gaps)),
+        }
+
+    def check(self) -> dg.AssetCheckResult:
+        return dg.AssetCheckResult(
+            check_name=DAY_COMPLETE_CHECK,
+            passed=not self.gaps,
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={
+                "incomplete_days": dg.MetadataValue.int(len(self.gaps)),
+                "days": dg.MetadataValue.int(self.days),
+                "days_incomplete": dg.MetadataValue.text(describe_gaps(self.gaps)),
+            },
+        )
+
+
 def build_daily_values(
     computed_keys: Sequence[dg.AssetKey], source_names: Sequence[str] | None = None
 ) -> dg.AssetsDefinition:
     """The daily values asset over the hourly values and the sources' own daily assets;
     `source_names` are the enabled sources (the days of the others are kept as stored)."""
     read_sources = None if source_names is None else {*source_names, PLATFORM_SOURCE}
+    # Every input is read a piece of days at a time (`StoredWindow`), and the days written so.
     ins = {
-        "hourly_values": dg.AssetIn(key=HOURLY_VALUES_KEY),
-        **{key.to_python_identifier(): dg.AssetIn(key=key) for key in computed_keys},
+        "hourly_values": dg.AssetIn(key=HOURLY_VALUES_KEY, dagster_type=StoredWindow),
+        **{
+            key.to_python_identifier(): dg.AssetIn(key=key, dagster_type=StoredWindow)
+            for key in computed_keys
+        },
     }
 
     @dg.asset(
@@ -413,75 +519,72 @@ def build_daily_values(
     def daily_values(
         context: dg.AssetExecutionContext,
         metric_store: MetricStore,
-        hourly_values: pd.DataFrame,
-        **computed: pd.DataFrame,
+        hourly_values: StoredWindow,
+        **computed: StoredWindow,
     ):
         """Each metric per business day: counters summed, gauges at their end-of-day value,
         percentiles recomputed from the day's raw data; `platform.day_complete` says whether the
         day was rolled up from all of its hours, each complete."""
-        start, end = utc_window(context)
-        catalog = metric_store.catalog(hourly_values["metric_id"].unique().tolist())
-        rolled_up = rollup_daily(
-            hourly_values,
-            {i: entry.aggregation for i, entry in catalog.items()},
-            timezone=BUSINESS_TIMEZONE,
-        )
-        ids = metric_store.register_metrics(COMPLETENESS_SPECS)
-        days = day_completeness(
-            hourly_values, ids[HOUR_COMPLETE], start, end, timezone=BUSINESS_TIMEZONE
-        )
-        own = pd.DataFrame(
-            {"day": days["day"], "metric": DAY_COMPLETE, "value": days["complete"] * 1.0}
-        )
-        names = {DAY_COMPLETE}
-        for frame in computed.values():
-            names |= set(frame["metric"]) if len(frame) else set()
-        daily = combine_daily(
-            rolled_up, {**computed, PLATFORM_SOURCE: own}, metric_store.metric_ids(names)
-        )
-        # A disabled source's own days (not rolled up from its kept hours) stay as stored.
         window = context.partition_time_window
-        kept = keep_unread_sources(
-            context,
-            metric_store,
-            "daily_values",
-            window.start.date(),
-            window.end.date(),
-            read_sources,
-            daily,
-        )
-        if len(kept):
-            daily = pd.concat([daily, kept], ignore_index=True).sort_values(
-                ["metric_id", "day"], ignore_index=True
+        start, end = utc_window(context)
+        hourly = as_stored_window(hourly_values, "hour", start, end)
+        own_days = {
+            name: as_stored_window(w, "day", window.start.date(), window.end.date())
+            for name, w in computed.items()
+        }
+        ids = metric_store.register_metrics(COMPLETENESS_SPECS)
+        totals = _DailyTotals(computed)
+        aggregations: dict[int, str] = {}
+
+        def piece(first: datetime, last: datetime) -> pd.DataFrame:
+            """The days of [first, last), local midnights of the business time zone."""
+            utc_first, utc_last = first.astimezone(timezone.utc), last.astimezone(timezone.utc)
+            values = hourly.read(utc_first, utc_last)
+            frames = {name: w.read(first.date(), last.date()) for name, w in own_days.items()}
+            new = [i for i in values["metric_id"].unique().tolist() if i not in aggregations]
+            if new:
+                aggregations.update(
+                    {i: entry.aggregation for i, entry in metric_store.catalog(new).items()}
+                )
+            rolled_up = rollup_daily(values, aggregations, timezone=BUSINESS_TIMEZONE)
+            days = day_completeness(
+                values, ids[HOUR_COMPLETE], utc_first, utc_last, timezone=BUSINESS_TIMEZONE
             )
-        gaps = [
-            (day, [f"{done} of {hours} hours complete"])
-            for day, hours, done, ok in days.itertuples(index=False)
-            if not ok
-        ]
-        yield dg.Output(
-            daily,
-            metadata={
-                **_window_metadata(context),
-                "hours_in": dg.MetadataValue.int(
-                    hourly_values["hour"].nunique() if len(hourly_values) else 0
-                ),
-                "rows_in": dg.MetadataValue.int(len(hourly_values)),
-                **{f"rows_in/{n}": dg.MetadataValue.int(len(f)) for n, f in computed.items()},
-                "rows_out": dg.MetadataValue.int(len(daily)),
-                "rows_kept/unread_sources": dg.MetadataValue.int(len(kept)),
-                "incomplete_days": dg.MetadataValue.int(len(gaps)),
-            },
-        )
-        yield dg.AssetCheckResult(
-            check_name=DAY_COMPLETE_CHECK,
-            passed=not gaps,
-            severity=dg.AssetCheckSeverity.WARN,
-            metadata={
-                "incomplete_days": dg.MetadataValue.int(len(gaps)),
-                "days": dg.MetadataValue.int(len(days)),
-                "days_incomplete": dg.MetadataValue.text(describe_gaps(gaps)),
-            },
-        )
+            own = pd.DataFrame(
+                {"day": days["day"], "metric": DAY_COMPLETE, "value": days["complete"] * 1.0}
+            )
+            names = {DAY_COMPLETE}
+            for frame in frames.values():
+                names |= set(frame["metric"]) if len(frame) else set()
+            daily = combine_daily(
+                rolled_up, {**frames, PLATFORM_SOURCE: own}, metric_store.metric_ids(names)
+            )
+            # A disabled source's own days (not rolled up from its kept hours) stay as stored.
+            kept = keep_unread_sources(
+                context,
+                metric_store,
+                "daily_values",
+                first.date(),
+                last.date(),
+                read_sources,
+                daily,
+            )
+            if len(kept):
+                daily = pd.concat([daily, kept], ignore_index=True).sort_values(
+                    ["metric_id", "day"], ignore_index=True
+                )
+            totals.add(values, frames, daily, kept, days)
+            return daily
+
+        pieces = sub_windows(window.start, window.end)
+        if len(pieces) > 1:  # a long range: one piece of days in memory at a time
+            output = FramePieces(
+                ((s.date(), e.date(), piece(s, e)) for s, e in pieces), totals.metadata
+            )
+            yield dg.Output(output, metadata=_window_metadata(context))
+        else:
+            daily = piece(window.start, window.end)
+            yield dg.Output(daily, metadata={**_window_metadata(context), **totals.metadata()})
+        yield totals.check()
 
     return daily_values

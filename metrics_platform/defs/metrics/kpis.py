@@ -10,6 +10,7 @@ the `*_by_name` views next to every other metric.
 import fnmatch
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 import dagster as dg
 import pandas as pd
@@ -31,9 +32,11 @@ from metrics_platform.defs.partitions import (
     single_run,
 )
 from metrics_platform.defs.sources.registry import metric_names_overlap
+from metrics_platform.lib.chunks import sub_windows
 from metrics_platform.lib.errors import ConfigurationError
 from metrics_platform.lib.formulas import Formula
 from metrics_platform.lib.metric_rows import validate_metric_name
+from metrics_platform.lib.postgres_io.pieces import FramePieces, StoredWindow, as_stored_window
 from metrics_platform.lib.store import MetricSpec
 
 SOURCE = "kpi"
@@ -128,11 +131,17 @@ def compute_kpis(values: pd.DataFrame, period: str, kpis: Sequence[Kpi]) -> pd.D
     return pd.concat(parts, ignore_index=True)
 
 
-def _named(frame: pd.DataFrame, period: str, metric_store: MetricStore) -> pd.DataFrame:
-    if frame.empty:
+def _operands(
+    frame: pd.DataFrame, period: str, kpis: Sequence[Kpi], metric_store: MetricStore
+) -> pd.DataFrame:
+    """The rows of the metrics the KPIs' formulas use, named: only they are pivoted (a window
+    of every metric would be pivoted and named for a few columns)."""
+    used = sorted({metric for kpi in kpis for metric in kpi.formula.metrics})
+    names = {i: name for name, i in metric_store.metric_ids(used).items()}
+    rows = frame[frame["metric_id"].isin(list(names))] if len(frame) else frame
+    if rows.empty:
         return pd.DataFrame({period: [], "metric": [], "value": []})
-    catalog = metric_store.catalog(frame["metric_id"].unique().tolist())
-    return frame.assign(metric=frame["metric_id"].map({i: e.name for i, e in catalog.items()}))
+    return rows.assign(metric=rows["metric_id"].map(names))
 
 
 def _with_ids(frame: pd.DataFrame, period: str, ids: Mapping[str, int]) -> pd.DataFrame:
@@ -145,21 +154,27 @@ def _with_ids(frame: pd.DataFrame, period: str, ids: Mapping[str, int]) -> pd.Da
     )
 
 
-def _bounds_check(kpis: Sequence[Kpi], frame: pd.DataFrame) -> dg.AssetCheckResult:
-    outside = []
+def _outside_bounds(kpis: Sequence[Kpi], frame: pd.DataFrame, outside: dict) -> None:
+    """Add to `outside` (KPI name -> [values outside its bounds, first such value]) what these
+    rows hold."""
     for kpi in kpis:
         if kpi.bounds is None:
             continue
         values = frame.loc[frame["metric"] == kpi.name, "value"]
         bad = values[(values < kpi.bounds[0]) | (values > kpi.bounds[1])]
         if len(bad):
-            outside.append(
-                f"{kpi.name}: {len(bad)} value(s) outside {list(kpi.bounds)}, e.g. {bad.iloc[0]:g}"
-            )
-    return dg.AssetCheckResult(
-        check_name=WITHIN_BOUNDS,
-        passed=not outside,
-        metadata={"outside": dg.MetadataValue.text("\n".join(outside) or "none")},
+            seen = outside.setdefault(kpi.name, [0, float(bad.iloc[0])])
+            seen[0] += len(bad)
+
+
+def _describe_outside(kpis: Sequence[Kpi], outside: Mapping[str, list]) -> str:
+    bounds = {kpi.name: kpi.bounds for kpi in kpis}
+    return (
+        "\n".join(
+            f"{name}: {count} value(s) outside {list(bounds[name])}, e.g. {example:g}"
+            for name, (count, example) in outside.items()
+        )
+        or "none"
     )
 
 
@@ -181,7 +196,7 @@ def _kpi_asset(
         description=description,
         group_name=GROUP,
         kinds={"postgres", "pandas"},
-        ins={"values": dg.AssetIn(key=values_key)},
+        ins={"values": dg.AssetIn(key=values_key, dagster_type=StoredWindow)},
         partitions_def=partitions_def,
         backfill_policy=single_run,
         metadata=value_table_metadata(period),
@@ -191,23 +206,54 @@ def _kpi_asset(
         ],
     )
     def kpi_asset(
-        context: dg.AssetExecutionContext, metric_store: MetricStore, values: pd.DataFrame
+        context: dg.AssetExecutionContext, metric_store: MetricStore, values: StoredWindow
     ):
-        named = _named(values, period, metric_store)
-        result = compute_kpis(named[[period, "metric", "value"]], period, kpis)
+        window = context.partition_time_window
+        start, end = window.start, window.end
         ids = metric_store.register_metrics([kpi.spec for kpi in kpis])
-        start, end = context.partition_time_window.start, context.partition_time_window.end
-        yield dg.Output(
-            _with_ids(result, period, ids),
-            metadata={
-                "window_start": dg.MetadataValue.timestamp(start),
-                "window_end": dg.MetadataValue.timestamp(end),
+        if period == "day":
+            stored = as_stored_window(values, period, start.date(), end.date())
+        else:
+            stored = as_stored_window(values, period, start, end)
+        rows = {"rows_in": 0, "rows_out": 0}
+        outside: dict[str, list] = {}
+
+        def piece(first: datetime, last: datetime) -> pd.DataFrame:
+            if period == "day":
+                first, last = first.date(), last.date()
+            loaded = stored.read(first, last)
+            operands = _operands(loaded, period, kpis, metric_store)
+            result = compute_kpis(operands[[period, "metric", "value"]], period, kpis)
+            rows["rows_in"] += len(loaded)
+            rows["rows_out"] += len(result)
+            _outside_bounds(kpis, result, outside)
+            return _with_ids(result, period, ids)
+
+        def metadata() -> dict[str, dg.MetadataValue]:
+            return {
                 "kpis": dg.MetadataValue.int(len(kpis)),
-                "rows_in": dg.MetadataValue.int(len(values)),
-                "rows_out": dg.MetadataValue.int(len(result)),
-            },
+                **{name: dg.MetadataValue.int(n) for name, n in rows.items()},
+            }
+
+        window_metadata = {
+            "window_start": dg.MetadataValue.timestamp(start),
+            "window_end": dg.MetadataValue.timestamp(end),
+        }
+        pieces = sub_windows(start, end)
+        if len(pieces) > 1:  # a long range: one piece in memory at a time
+            made = (
+                (*((s.date(), e.date()) if period == "day" else (s, e)), piece(s, e))
+                for s, e in pieces
+            )
+            yield dg.Output(FramePieces(made, metadata), metadata=window_metadata)
+        else:
+            result = piece(start, end)
+            yield dg.Output(result, metadata={**window_metadata, **metadata()})
+        yield dg.AssetCheckResult(
+            check_name=WITHIN_BOUNDS,
+            passed=not outside,
+            metadata={"outside": dg.MetadataValue.text(_describe_outside(kpis, outside))},
         )
-        yield _bounds_check(kpis, result)
 
     return kpi_asset
 

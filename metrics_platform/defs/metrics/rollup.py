@@ -32,14 +32,18 @@ def rollup_daily(
     unknown = set(hourly["metric_id"].unique()) - set(aggregations)
     if unknown:
         raise MetricsPlatformError(f"metric ids {sorted(unknown)} are not in the catalog")
-    frame = hourly.assign(
-        day=hourly["hour"].dt.tz_convert(timezone).dt.date,
-        aggregation=hourly["metric_id"].map(aggregations),
-    ).sort_values(["metric_id", "hour"])
+    # Days as local midnights (one datetime64 each), kinds as masks: no per-row Python objects
+    # over a window of hours; only the result's days become dates.
+    day = hourly["hour"].dt.tz_convert(timezone).dt.tz_localize(None).dt.normalize()
+    frame = pd.DataFrame({"metric_id": hourly["metric_id"], "day": day, "value": hourly["value"]})
     keys = ["metric_id", "day"]
-    sums = frame[frame["aggregation"] == "sum"].groupby(keys, as_index=False)["value"].sum()
-    lasts = frame[frame["aggregation"] == "last"].groupby(keys, as_index=False)["value"].last()
+    ids = hourly["metric_id"]
+    sums = frame[ids.isin([i for i, kind in aggregations.items() if kind == "sum"])]
+    sums = sums.groupby(keys, as_index=False)["value"].sum()
+    gauges = ids.isin([i for i, kind in aggregations.items() if kind == "last"])
+    lasts = frame[gauges].assign(hour=hourly.loc[gauges, "hour"]).sort_values(["metric_id", "hour"])
+    lasts = lasts.groupby(keys, as_index=False)["value"].last()
     daily = pd.concat([sums, lasts], ignore_index=True)
     daily["metric_id"] = daily["metric_id"].astype("int64")
-    daily["day"] = daily["day"].astype(object)
+    daily["day"] = pd.Series(daily["day"].dt.date, dtype=object)
     return daily[DAILY_COLUMNS].sort_values(["metric_id", "day"], ignore_index=True)

@@ -128,7 +128,6 @@ class PostgresDbClient(DbClient):
             with self.snapshots.reading(context) as conn:
                 yield conn
             return
-        self.snapshots.release(context)
         conn = connect(self.url, application_name="metrics_platform io_manager")
         try:
             # One transaction: committed on success, rolled back on any error. A rollback on a
@@ -144,6 +143,8 @@ class PostgresDbClient(DbClient):
                 raise
         finally:
             conn.close()
+            # The step's inputs are read: an output written piece by piece read them meanwhile.
+            self.snapshots.release(context)
 
     def ensure_schema_exists(
         self,

@@ -13,6 +13,7 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 import dagster as dg
+import pandas as pd
 from dagster._core.storage.db_io_manager import DbIOManager
 from pydantic import Field, PrivateAttr
 
@@ -47,11 +48,11 @@ class PostgresPandasIOManager(dg.ConfigurableIOManagerFactory):
         client = PostgresDbClient(self.url)
         self._clients.append(client)
         return DbIOManager(
-            type_handlers=[PostgresPandasTypeHandler()],
+            type_handlers=[PostgresPandasTypeHandler(client.snapshots)],
             db_client=client,
             database=urlsplit(self.url).path.lstrip("/") or "postgres",
             io_manager_name="PostgresPandasIOManager",
-            default_load_type=None,
+            default_load_type=pd.DataFrame,
         )
 
     def teardown_after_execution(self, context) -> None:

@@ -10,6 +10,10 @@ time while Postgres reads it, so memory stays bounded whatever the frame's size;
 values (metric names, hours, days) are formatted once per block, numbers with Python's shortest
 exact repr. A year of hourly rows for 100 metrics is serialized in well under a second.
 
+Pieces: an output given as `FramePieces` is written piece by piece in the same transaction,
+each piece checked, deleted and copied for its own sub-window; an input annotated
+`StoredWindow` is read a sub-window at a time (see `pieces.py`).
+
 Loading: `COPY (SELECT ...) TO STDOUT` of exactly the requested slice, parsed with the column
 types Postgres reports, so an empty slice still comes back with the right columns and dtypes.
 Timestamps and dates travel as integers (microseconds and days since 1970), which parse without
@@ -29,6 +33,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 
 import dagster as dg
 import numpy as np
@@ -57,6 +62,8 @@ from metrics_platform.lib.postgres_io.kept_values import (
     window_label,
     with_metric_names,
 )
+from metrics_platform.lib.postgres_io.pieces import FramePieces, StoredWindow, sub_slice, window_of
+from metrics_platform.lib.postgres_io.snapshots import StepSnapshots
 
 PREVIEW_ROWS = 5
 # Above this many rows, `dagster/row_count` is Postgres's live-row counter, not a count(*).
@@ -356,79 +363,59 @@ def fewer_values_failure(
     )
 
 
+@dataclass
+class _Written:
+    """What the writes of one output (a frame, or each piece of one) added up to."""
+
+    rows: int = 0
+    slice_rows: int = 0
+    # The first non-empty frame, else the first one: its preview and its columns' types.
+    first: pd.DataFrame | None = None
+
+
 class PostgresPandasTypeHandler(DbTypeHandler[pd.DataFrame]):
-    """Stores and loads pandas DataFrames in Postgres tables, slice by slice."""
+    """Stores and loads pandas DataFrames in Postgres tables, slice by slice; an output given
+    as `FramePieces` is written piece by piece, an input annotated `StoredWindow` read so."""
+
+    def __init__(self, snapshots: StepSnapshots | None = None):
+        # The client's snapshots, for inputs read after `load_input` returned (`StoredWindow`).
+        self._snapshots = snapshots
 
     @property
     def supported_types(self) -> Sequence[type[object]]:
-        return [pd.DataFrame]
+        return [pd.DataFrame, FramePieces, StoredWindow]
 
     def handle_output(
         self,
         context: dg.OutputContext,
         table_slice: TableSlice,
-        obj: pd.DataFrame,
+        obj: pd.DataFrame | FramePieces,
         connection: psycopg2.extensions.connection,
     ) -> Mapping[str, dg.RawMetadataValue]:
-        frame = obj
-        for name in frame.columns:
-            validate_identifier(name, key=f"column of {table_slice.schema}.{table_slice.table}")
-        check_within_slice(frame, table_slice)
-
         metadata = context.definition_metadata or {}
         declared = _declared_schema(metadata)
-        if declared is not None:
-            check_declared_columns(frame, declared, table_slice)
+        written = _Written()
         with connection.cursor() as cur:
-            if not table_exists(cur, table_slice):
-                _create_table(cur, table_slice, frame, metadata.get("primary_key") or [], declared)
-            existing = column_types(cur, table_slice)
-            missing = [name for name in frame.columns if name not in existing]
-            if missing:
-                raise WriteError(
-                    f"{table_slice.schema}.{table_slice.table} has no column(s) "
-                    f"{', '.join(missing)}; nothing was written"
-                )
-            key = list(metadata.get("primary_key") or [])
-            if key and not fewer_values_allowed(context):
-                loss = values_lost(cur, table_slice, frame, key, existing)
-                if loss is not None:
-                    loss = with_metric_names(cur, loss, key)
-                    raise fewer_values_failure(table_slice, metadata, loss, existing)
-            deleted = delete_slice(cur, table_slice, existing)
-            context.log.debug(f"deleted {deleted} rows of {table_slice.schema}.{table_slice.table}")
-            target = table_identifier(table_slice)
-            columns = sql.SQL(", ").join(map(sql.Identifier, frame.columns))
-
-            written = 0
-            if len(frame):
-                # Straight into the table: the client deleted the window in this transaction,
-                # under the table's writer lock, and every row lies inside it, so nothing can
-                # conflict but rows that repeat a key of the frame itself.
-                try:
-                    cur.copy_expert(
-                        sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT csv)")
-                        .format(target, columns)
-                        .as_string(cur),
-                        _copy_csv(frame),
-                        size=COPY_READ_SIZE,
-                    )
-                except psycopg2.errors.UniqueViolation as error:
-                    detail = error.diag.message_detail or error.diag.message_primary
-                    raise WriteError(
-                        f"{table_slice.schema}.{table_slice.table}: the output has more than one "
-                        f"row for a key ({detail}); nothing was written"
-                    ) from None
-                written = cur.rowcount
-
+            if isinstance(obj, FramePieces):
+                for start, end, frame in obj.pieces:
+                    piece = sub_slice(table_slice, start, end)
+                    self._write(context, cur, piece, frame, metadata, declared, written)
+                produced = dict(obj.metadata())
+            else:
+                self._write(context, cur, table_slice, obj, metadata, declared, written)
+                produced = {}
             table_rows, estimated = table_row_count(cur, table_slice)
 
+        frame = written.first
         result: dict[str, dg.RawMetadataValue] = {
+            **produced,
             "dagster/row_count": dg.MetadataValue.int(table_rows),
-            "rows_written": dg.MetadataValue.int(int(written)),
-            "preview": dg.MetadataValue.md(_markdown_preview(frame)),
+            "rows_written": dg.MetadataValue.int(int(written.rows)),
+            "preview": dg.MetadataValue.md(
+                _markdown_preview(frame) if frame is not None else "_no rows_"
+            ),
         }
-        if declared is None:  # a declared schema is on the asset already
+        if declared is None and frame is not None:  # a declared schema is on the asset already
             result["dagster/column_schema"] = dg.TableSchema(
                 columns=[
                     dg.TableColumn(name=name, type=postgres_type(frame[name]))
@@ -438,14 +425,106 @@ class PostgresPandasTypeHandler(DbTypeHandler[pd.DataFrame]):
         if estimated:
             result["row_count_estimated"] = dg.MetadataValue.bool(True)
         if table_slice.partition_dimensions:
-            result["dagster/partition_row_count"] = dg.MetadataValue.int(len(frame))
+            result["dagster/partition_row_count"] = dg.MetadataValue.int(written.slice_rows)
         return result
+
+    @staticmethod
+    def _write(
+        context: dg.OutputContext,
+        cur,
+        table_slice: TableSlice,
+        frame: pd.DataFrame,
+        metadata: Mapping,
+        declared: dg.TableSchema | None,
+        written: _Written,
+    ) -> None:
+        """Check the frame, then replace the slice's rows with it (in the caller's transaction)."""
+        for name in frame.columns:
+            validate_identifier(name, key=f"column of {table_slice.schema}.{table_slice.table}")
+        check_within_slice(frame, table_slice)
+        if declared is not None:
+            check_declared_columns(frame, declared, table_slice)
+        if not table_exists(cur, table_slice):
+            _create_table(cur, table_slice, frame, metadata.get("primary_key") or [], declared)
+        existing = column_types(cur, table_slice)
+        missing = [name for name in frame.columns if name not in existing]
+        if missing:
+            raise WriteError(
+                f"{table_slice.schema}.{table_slice.table} has no column(s) "
+                f"{', '.join(missing)}; nothing was written"
+            )
+        key = list(metadata.get("primary_key") or [])
+        if key and not fewer_values_allowed(context):
+            loss = values_lost(cur, table_slice, frame, key, existing)
+            if loss is not None:
+                loss = with_metric_names(cur, loss, key)
+                raise fewer_values_failure(table_slice, metadata, loss, existing)
+        deleted = delete_slice(cur, table_slice, existing)
+        context.log.debug(f"deleted {deleted} rows of {table_slice.schema}.{table_slice.table}")
+        target = table_identifier(table_slice)
+        columns = sql.SQL(", ").join(map(sql.Identifier, frame.columns))
+        if len(frame):
+            # Straight into the table: the slice was deleted in this transaction, under the
+            # table's writer lock, and every row lies inside it, so nothing can conflict but
+            # rows that repeat a key of the frame itself.
+            try:
+                cur.copy_expert(
+                    sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT csv)")
+                    .format(target, columns)
+                    .as_string(cur),
+                    _copy_csv(frame),
+                    size=COPY_READ_SIZE,
+                )
+            except psycopg2.errors.UniqueViolation as error:
+                detail = error.diag.message_detail or error.diag.message_primary
+                raise WriteError(
+                    f"{table_slice.schema}.{table_slice.table}: the output has more than one "
+                    f"row for a key ({detail}); nothing was written"
+                ) from None
+            written.rows += cur.rowcount
+        written.slice_rows += len(frame)
+        if written.first is None or (not len(written.first) and len(frame)):
+            written.first = frame
 
     def load_input(
         self,
         context: dg.InputContext,
         table_slice: TableSlice,
         connection: psycopg2.extensions.connection,
+    ) -> pd.DataFrame | StoredWindow:
+        try:
+            wanted = context.dagster_type.typing_type
+        except dg.DagsterInvariantViolationError:  # a context built without an input's type
+            wanted = pd.DataFrame
+        if isinstance(wanted, type) and issubclass(wanted, StoredWindow):
+            return self._stored_window(context, table_slice, connection)
+        return self._load(table_slice, connection)
+
+    def _stored_window(
+        self,
+        context: dg.InputContext,
+        table_slice: TableSlice,
+        connection: psycopg2.extensions.connection,
+    ) -> StoredWindow:
+        window = window_of(table_slice)
+        if window is None:
+            raise WriteError(
+                f"{table_slice.schema}.{table_slice.table} is not partitioned by time: it "
+                "cannot be read by sub-window"
+            )
+
+        def read(start, end) -> pd.DataFrame:
+            piece = sub_slice(table_slice, start, end)
+            if self._snapshots is None:
+                return self._load(piece, connection)
+            # In the step's snapshot, opened again if the step's output was written meanwhile.
+            with self._snapshots.reading(context) as conn:
+                return self._load(piece, conn)
+
+        return StoredWindow(window.start, window.end, read)
+
+    def _load(
+        self, table_slice: TableSlice, connection: psycopg2.extensions.connection
     ) -> pd.DataFrame:
         with connection.cursor() as cur:
             if not table_exists(cur, table_slice):

@@ -5,8 +5,9 @@ after another. Read in separate transactions, a run that writes the sources mean
 make the step combine one source's rows from before that write with another's from after it.
 So every input of a step is read in one read-only `REPEATABLE READ` transaction: the first load
 opens it (its snapshot is taken by its first query) and the step's later loads reuse it, so
-they all see the store as it was at one instant. The transaction ends when the step hands over
-its output (before anything is written), or when the run ends.
+they all see the store as it was at one instant. The transaction ends once the step's output is
+written (an output written piece by piece reads its inputs' pieces meanwhile, see `pieces.py`),
+or when the run ends.
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ class StepSnapshots:
             raise
 
     def release(self, context) -> None:
-        """End the step's snapshot, if it has one (its output is about to be written)."""
+        """End the step's snapshot, if it has one (its output is written)."""
         step = _step(context)
         with self._lock:
             conn = self._connections.pop(step, None) if step else None

@@ -11,6 +11,7 @@ from metrics_platform.defs.partitions import (
 )
 from metrics_platform.defs.sources.events import SOURCE
 from metrics_platform.defs.sources.events.normalize import (
+    EventTypeNames,
     known_counters,
     normalize_daily,
     normalize_hourly,
@@ -18,6 +19,7 @@ from metrics_platform.defs.sources.events.normalize import (
 from metrics_platform.defs.sources.events.resource import EventLog
 from metrics_platform.defs.sources.failures import source_failures
 from metrics_platform.defs.sources.raw import daily_raw_asset, raw_asset
+from metrics_platform.lib.chunks import read_in_pieces
 from metrics_platform.lib.metric_rows import fill_zeros, window_hours
 from metrics_platform.lib.store import MetricSpec
 
@@ -76,15 +78,24 @@ def events_hourly(
 ):
     """Events per type and their latency percentiles for every UTC hour, from the product's event log."""
     start, end = utc_window(context)
+    names = EventTypeNames(event_log.percentiles)
+    read = 0
+
+    def piece(piece_start, piece_end):
+        nonlocal read
+        rows = event_log.stats(piece_start, piece_end, by="hour")
+        read += len(rows)
+        return normalize_hourly(rows, event_log.percentiles, names)
+
     with source_failures(context):
-        rows = event_log.stats(start, end, by="hour")
-        frame = normalize_hourly(rows, event_log.percentiles)
+        # A long window is read a week at a time: one week's answer in memory at once.
+        frame = read_in_pieces(start, end, piece)
     # Every hour read has a count for every known type: 0 when none of its events happened.
     known = [*frame["metric"].unique(), *metric_store.source_metrics(SOURCE)]
     counters = known_counters(known, with_errors=event_log.error_column is not None)
     frame = fill_zeros(frame, counters, window_hours(start, end))
     metric_store.register_metrics(metric_specs(frame["metric"], event_log))
-    yield dg.Output(frame, metadata=_metadata(context, frame, len(rows)))
+    yield dg.Output(frame, metadata=_metadata(context, frame, read))
     yield _non_negative(frame)
 
 

@@ -35,34 +35,55 @@ def percentile_names(event_type: object, percentiles: Sequence[int]) -> list[str
     return [f"{metric_prefix(event_type)}.duration.p{p}" for p in percentiles]
 
 
-def _explode(rows: Sequence[tuple], percentiles: Sequence[int], *, counts: bool):
-    periods, names, values = [], [], []
-    # Names made once per event type (keyed by its text and kind: any column type, hashable or
-    # not, and 1 and "1" stay two types, refused below as both mapping to one prefix).
-    named: dict[tuple[type, str], tuple[str, str, str, list[str]]] = {}
-    seen: dict[str, object] = {}
-    for period, event_type, events, errors, timings in rows:
-        known = named.get((type(event_type), str(event_type)))
+class EventTypeNames:
+    """The metric names of each event type, made once per type (keyed by its text and kind:
+    any column type, hashable or not, and 1 and "1" stay two types), refusing two types that
+    map to one prefix. One instance serves every piece of a window read in pieces, so two types
+    seen in different pieces are refused as they are within one."""
+
+    def __init__(self, percentiles: Sequence[int]):
+        self.percentiles = list(percentiles)
+        self._named: dict[tuple[type, str], tuple[str, str, str, list[str]]] = {}
+        self._seen: dict[str, object] = {}
+
+    def of(self, event_type: object) -> tuple[str, str, str, list[str]]:
+        """(prefix, count metric, errors metric, percentile metrics) of the type."""
+        known = self._named.get((type(event_type), str(event_type)))
         if known is None:
             prefix = metric_prefix(event_type)
-            if seen.setdefault(prefix, event_type) != event_type:
+            if self._seen.setdefault(prefix, event_type) != event_type:
                 raise SourceError(
-                    SOURCE, f"event types {seen[prefix]!r} and {event_type!r} both map to {prefix}"
+                    SOURCE,
+                    f"event types {self._seen[prefix]!r} and {event_type!r} both map to {prefix}",
                 )
-            known = named[(type(event_type), str(event_type))] = (
+            known = self._named[(type(event_type), str(event_type))] = (
                 prefix,
                 f"{prefix}.count",
                 f"{prefix}.errors",
-                percentile_names(event_type, percentiles),
+                percentile_names(event_type, self.percentiles),
             )
+        return known
+
+
+def _explode(
+    rows: Sequence[tuple],
+    percentiles: Sequence[int],
+    *,
+    counts: bool,
+    names: EventTypeNames | None = None,
+):
+    periods, metric_names, values = [], [], []
+    names = names or EventTypeNames(percentiles)
+    for period, event_type, events, errors, timings in rows:
+        known = names.of(event_type)
         prefix, count_name, errors_name, percentile_metrics = known
         if counts:
             periods.append(period)
-            names.append(count_name)
+            metric_names.append(count_name)
             values.append(events)
             if errors is not None:
                 periods.append(period)
-                names.append(errors_name)
+                metric_names.append(errors_name)
                 values.append(errors)
         if timings is not None:
             if len(timings) != len(percentiles):
@@ -72,17 +93,20 @@ def _explode(rows: Sequence[tuple], percentiles: Sequence[int], *, counts: bool)
             for name, value in zip(percentile_metrics, timings):
                 if value is not None:
                     periods.append(period)
-                    names.append(name)
+                    metric_names.append(name)
                     values.append(value)
-    return periods, names, values
+    return periods, metric_names, values
 
 
-def normalize_hourly(rows: Sequence[tuple], percentiles: Sequence[int]) -> pd.DataFrame:
-    """(hour, type, events, errors, percentiles) rows -> long hourly metric rows."""
-    hours, names, values = _explode(rows, percentiles, counts=True)
-    if not names:
+def normalize_hourly(
+    rows: Sequence[tuple], percentiles: Sequence[int], names: EventTypeNames | None = None
+) -> pd.DataFrame:
+    """(hour, type, events, errors, percentiles) rows -> long hourly metric rows. `names`
+    carries the types' names across the pieces of one window."""
+    hours, metrics, values = _explode(rows, percentiles, counts=True, names=names)
+    if not metrics:
         return empty_metric_frame()
-    frame = metric_frame(SOURCE, hours, names, values)
+    frame = metric_frame(SOURCE, hours, metrics, values)
     if (frame["value"] < 0).any():
         raise SourceError(SOURCE, "a count or duration is negative")
     return frame

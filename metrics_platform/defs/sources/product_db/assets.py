@@ -57,10 +57,11 @@ def product_db_row_counts(
     metric_store.register_metrics(metric_specs(product_db))
     # A table without a creation column can only be counted as it is now: the counts it had in
     # the window's other hours were taken then, and are kept as they were.
-    counted = set(zip(frame["hour"], frame["metric"]))
     snapshots = [t.metric_name for t in product_db.tables if not t.created_at_column]
     kept = metric_store.stored_raw_rows(ROW_COUNTS_KEY, snapshots, start, end)
-    kept = kept[[(h, m) not in counted for h, m in zip(kept["hour"], kept["metric"])]]
+    if len(kept):
+        counted = pd.MultiIndex.from_frame(frame[["hour", "metric"]])
+        kept = kept[~pd.MultiIndex.from_frame(kept[["hour", "metric"]]).isin(counted)]
     if len(kept):
         frame = pd.concat([frame, kept], ignore_index=True).sort_values(
             ["hour", "metric"], ignore_index=True
