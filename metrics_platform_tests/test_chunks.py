@@ -5,7 +5,15 @@ from datetime import datetime, timedelta, timezone
 import pandas as pd
 import pytest
 
-from metrics_platform.lib.chunks import CHUNK_HOURS, read_in_pieces, sub_windows
+from metrics_platform.lib.chunks import (
+    CHUNK_HOURS,
+    CHUNK_ROWS,
+    PIECE_ROWS_ENV,
+    piece_hours,
+    read_in_pieces,
+    sub_windows,
+)
+from metrics_platform.lib.errors import ConfigurationError
 
 START = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
@@ -42,3 +50,17 @@ def test_read_in_pieces_joins_the_pieces_in_order():
     # An empty window is asked once, for its empty frame's columns.
     empty = read_in_pieces(START, START, lambda s, e: _hours(s, e))
     assert list(empty.columns) == ["hour", "value"] and not len(empty)
+
+
+def test_a_piece_holds_about_the_rows_asked_for_in_whole_days(monkeypatch):
+    monkeypatch.delenv(PIECE_ROWS_ENV, raising=False)
+    assert piece_hours(1000) == CHUNK_ROWS // 1000 // 24 * 24  # 240 hours: 240,000 rows
+    assert piece_hours(100) == 2496
+    assert piece_hours(10**6) == 24  # never less than a day
+    assert piece_hours(0) == CHUNK_ROWS // 24 * 24
+    monkeypatch.setenv(PIECE_ROWS_ENV, "48000")
+    assert piece_hours(1000) == 48
+    for bad in ("0", "-5", "many"):
+        monkeypatch.setenv(PIECE_ROWS_ENV, bad)
+        with pytest.raises(ConfigurationError, match=PIECE_ROWS_ENV):
+            piece_hours(10)

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from metrics_platform.definitions import build_definitions
 from metrics_platform.defs.metrics.kpis import compute_kpis, parse_kpis
+from metrics_platform.lib.chunks import PIECE_ROWS_ENV
 from metrics_platform.lib.database import DATABASE_URL_ENV, PRODUCT_DATABASE_URL_ENV
 from metrics_platform.lib.demo_data import seed_product_database
 from metrics_platform.lib.errors import ConfigurationError
@@ -184,8 +185,9 @@ def test_kpis_land_hourly_and_daily_as_ratios_of_totals(store_url, product_url, 
 
 
 def test_kpis_of_a_long_range_are_computed_in_pieces(store_url, product_url, monkeypatch):
-    """Nine days as one range (two pieces of hours, two of days): every KPI value is the ratio
-    of its operands in the same period, and the bounds check covers every piece."""
+    """Nine days as one range in pieces of a day: every KPI value is the ratio of its operands
+    in the same period, and the bounds check covers every piece."""
+    monkeypatch.setenv(PIECE_ROWS_ENV, "1")
     monkeypatch.setenv(DATABASE_URL_ENV, store_url)
     monkeypatch.setenv(PRODUCT_DATABASE_URL_ENV, product_url)
     seed_product_database(

@@ -11,7 +11,7 @@ import pandas as pd
 from metrics_platform.defs.metrics.assets import COMPLETE, HOURLY_VALUES_KEY
 from metrics_platform.defs.partitions import hourly_partitions, single_run
 from metrics_platform.defs.sources.events.assets import HOURLY_KEY as EVENTS_KEY
-from metrics_platform.lib.chunks import sub_windows
+from metrics_platform.lib.chunks import PIECE_ROWS_ENV, sub_windows
 from metrics_platform.lib.demo_data import DEMO_SCHEMA_SQL
 from metrics_platform.lib.postgres_io import PostgresPandasIOManager
 from metrics_platform.lib.postgres_io.pieces import FramePieces, StoredWindow
@@ -173,9 +173,11 @@ def test_an_input_is_read_piece_by_piece(store_url):
     ) == [(0,)]
 
 
-def test_a_long_range_of_hourly_values_is_computed_in_pieces_like_one(store_url, product_url):
-    """Nine days of events through the hourly values, as one range (two pieces of hours) and
-    as two runs of one piece each: the same rows."""
+def test_a_long_range_of_hourly_values_is_computed_in_pieces_like_one(
+    store_url, product_url, monkeypatch
+):
+    """Nine days of events through the hourly values, as one range (pieces of a day, the
+    smallest) and as two runs of one piece each: the same rows."""
     execute(product_url, DEMO_SCHEMA_SQL)
     execute(
         product_url,
@@ -187,6 +189,7 @@ def test_a_long_range_of_hourly_values_is_computed_in_pieces_like_one(store_url,
     )
     resources = platform_resources(store_url, product_url)
     selection = dg.AssetSelection.assets(EVENTS_KEY, HOURLY_VALUES_KEY)
+    monkeypatch.setenv(PIECE_ROWS_ENV, "1")
     whole = materialize(resources, selection=selection, partition_range=RANGE)
     assert whole.success
     in_range = query(
@@ -199,6 +202,7 @@ def test_a_long_range_of_hourly_values_is_computed_in_pieces_like_one(store_url,
     assert metadata["incomplete_hours"].value == complete.metadata["incomplete_hours"].value
 
     execute(store_url, "DELETE FROM metrics.hourly_values")
+    monkeypatch.delenv(PIECE_ROWS_ENV)
     for first, last in (("2026-03-01-00:00", "2026-03-07-23:00"), ("2026-03-08-00:00", RANGE[1])):
         assert materialize(
             resources,

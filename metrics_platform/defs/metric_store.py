@@ -71,6 +71,12 @@ class MetricStore(dg.ConfigurableResource):
             )
             return dict(cur.fetchall())
 
+    def metric_count(self) -> int:
+        """How many metrics the catalog holds (what an hour of every metric's values is)."""
+        with self.connection() as conn, conn, conn.cursor() as cur:
+            cur.execute(f"SELECT count(*) FROM {store.SCHEMA}.metric")
+            return cur.fetchone()[0]
+
     def catalog(self, ids: Iterable[int] | None = None) -> Mapping[int, store.CatalogEntry]:
         with self.connection() as conn:
             return store.read_catalog(conn, ids)

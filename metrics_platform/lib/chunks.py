@@ -10,13 +10,43 @@ to its frame before the next one is read, and the frames are joined.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
 import pandas as pd
 
+from metrics_platform.lib.errors import ConfigurationError
+
 # A week of hours: at 1,000 metrics, a piece is ~170,000 rows.
 CHUNK_HOURS = 7 * 24
+# The rows a piece of a metric asset holds (`piece_hours`): large enough that each piece's fixed
+# costs (its queries, its write's checks) stay small beside its rows, small enough that a piece's
+# frames and their copies stay within tens of MiB.
+# `METRICS_PLATFORM_PIECE_ROWS` sets another size (fewer rows: less memory, more queries).
+CHUNK_ROWS = 250_000
+PIECE_ROWS_ENV = "METRICS_PLATFORM_PIECE_ROWS"
+
+
+def piece_rows() -> int:
+    """The rows of a piece: `METRICS_PLATFORM_PIECE_ROWS`, else `CHUNK_ROWS`."""
+    text = os.environ.get(PIECE_ROWS_ENV, "").strip()
+    if not text:
+        return CHUNK_ROWS
+    try:
+        rows = int(text)
+    except ValueError:
+        rows = 0
+    if rows < 1:
+        raise ConfigurationError(f"{PIECE_ROWS_ENV}: expected a number of rows, got {text!r}")
+    return rows
+
+
+def piece_hours(rows_per_hour: int, rows: int | None = None) -> int:
+    """Hours of a piece of about `rows` rows (`piece_rows()` by default) at `rows_per_hour`
+    (e.g. the catalog's metrics): whole days, at least one."""
+    rows = piece_rows() if rows is None else rows
+    return max(24, rows // max(1, rows_per_hour) // 24 * 24)
 
 
 def sub_windows(

@@ -21,7 +21,7 @@ from metrics_platform.defs.partitions import (
     single_run,
     utc_window,
 )
-from metrics_platform.lib.chunks import sub_windows
+from metrics_platform.lib.chunks import piece_hours, sub_windows
 from metrics_platform.lib.errors import MetricsPlatformError
 from metrics_platform.lib.metric_rows import window_hours
 from metrics_platform.lib.postgres_io.kept_values import allows_fewer_values
@@ -326,6 +326,7 @@ def build_hourly_values(
         windows = {name: as_stored_window(w, "hour", start, end) for name, w in raw.items()}
         metric_store.register_metrics(COMPLETENESS_SPECS)
         totals = _HourlyTotals(raw, expected_metrics)
+        known_ids: dict[str, int] = {}
 
         def piece(piece_start: datetime, piece_end: datetime) -> pd.DataFrame:
             frames = {name: window.read(piece_start, piece_end) for name, window in windows.items()}
@@ -335,7 +336,10 @@ def build_hourly_values(
             names = set()
             for frame in frames.values():
                 names.update(frame["metric"].unique() if len(frame) else ())
-            ids = metric_store.metric_ids(names)
+            unknown = names - known_ids.keys()
+            if unknown:  # each name is looked up once per run, not once per piece
+                known_ids.update(metric_store.metric_ids(unknown))
+            ids = {name: known_ids[name] for name in names if name in known_ids}
             values = combine_sources(frames, ids)
             kept = keep_unread_sources(
                 context, metric_store, "hourly_values", piece_start, piece_end, read_sources, values
@@ -344,7 +348,7 @@ def build_hourly_values(
             totals.add(frames, values, kept, missing, ids, metric_store)
             return values
 
-        pieces = sub_windows(start, end)
+        pieces = sub_windows(start, end, piece_hours(metric_store.metric_count()))
         if len(pieces) > 1:  # a long range: one piece of hours in memory at a time
             output = FramePieces(((s, e, piece(s, e)) for s, e in pieces), totals.metadata)
             yield dg.Output(output, metadata=_window_metadata(context))
@@ -576,7 +580,7 @@ def build_daily_values(
             totals.add(values, frames, daily, kept, days)
             return daily
 
-        pieces = sub_windows(window.start, window.end)
+        pieces = sub_windows(window.start, window.end, piece_hours(metric_store.metric_count()))
         if len(pieces) > 1:  # a long range: one piece of days in memory at a time
             output = FramePieces(
                 ((s.date(), e.date(), piece(s, e)) for s, e in pieces), totals.metadata

@@ -32,7 +32,7 @@ from metrics_platform.defs.partitions import (
     single_run,
 )
 from metrics_platform.defs.sources.registry import metric_names_overlap
-from metrics_platform.lib.chunks import sub_windows
+from metrics_platform.lib.chunks import piece_hours, sub_windows
 from metrics_platform.lib.errors import ConfigurationError
 from metrics_platform.lib.formulas import Formula
 from metrics_platform.lib.metric_rows import validate_metric_name
@@ -239,7 +239,7 @@ def _kpi_asset(
             "window_start": dg.MetadataValue.timestamp(start),
             "window_end": dg.MetadataValue.timestamp(end),
         }
-        pieces = sub_windows(start, end)
+        pieces = sub_windows(start, end, piece_hours(metric_store.metric_count()))
         if len(pieces) > 1:  # a long range: one piece in memory at a time
             made = (
                 (*((s.date(), e.date()) if period == "day" else (s, e)), piece(s, e))

@@ -369,6 +369,8 @@ class _Written:
 
     rows: int = 0
     slice_rows: int = 0
+    deleted: int = 0
+    types: dict[str, str] | None = None  # the table's columns, read once
     # The first non-empty frame, else the first one: its preview and its columns' types.
     first: pd.DataFrame | None = None
 
@@ -405,6 +407,9 @@ class PostgresPandasTypeHandler(DbTypeHandler[pd.DataFrame]):
                 self._write(context, cur, table_slice, obj, metadata, declared, written)
                 produced = {}
             table_rows, estimated = table_row_count(cur, table_slice)
+        context.log.debug(
+            f"deleted {written.deleted} rows of {table_slice.schema}.{table_slice.table}"
+        )
 
         frame = written.first
         result: dict[str, dg.RawMetadataValue] = {
@@ -444,9 +449,12 @@ class PostgresPandasTypeHandler(DbTypeHandler[pd.DataFrame]):
         check_within_slice(frame, table_slice)
         if declared is not None:
             check_declared_columns(frame, declared, table_slice)
-        if not table_exists(cur, table_slice):
-            _create_table(cur, table_slice, frame, metadata.get("primary_key") or [], declared)
-        existing = column_types(cur, table_slice)
+        if written.types is None:  # once per output: its table, created by its first frame
+            if not table_exists(cur, table_slice):
+                key = metadata.get("primary_key") or []
+                _create_table(cur, table_slice, frame, key, declared)
+            written.types = column_types(cur, table_slice)
+        existing = written.types
         missing = [name for name in frame.columns if name not in existing]
         if missing:
             raise WriteError(
@@ -459,8 +467,7 @@ class PostgresPandasTypeHandler(DbTypeHandler[pd.DataFrame]):
             if loss is not None:
                 loss = with_metric_names(cur, loss, key)
                 raise fewer_values_failure(table_slice, metadata, loss, existing)
-        deleted = delete_slice(cur, table_slice, existing)
-        context.log.debug(f"deleted {deleted} rows of {table_slice.schema}.{table_slice.table}")
+        written.deleted += delete_slice(cur, table_slice, existing)
         target = table_identifier(table_slice)
         columns = sql.SQL(", ").join(map(sql.Identifier, frame.columns))
         if len(frame):
