@@ -128,12 +128,20 @@ def completeness(
     their metric in a `metric` column, or by catalog id in `metric_id` with `names` naming the
     ids (rows of other ids are not counted)."""
     hours = int((end - start).total_seconds() // 3600)
-    key = "metric" if names is None else "metric_id"
-    counts = frame.groupby(key)["hour"].nunique() if len(frame) else pd.Series(dtype=int)
-    if names is not None:
-        counts = {names[i]: n for i, n in counts.items() if i in names}
+    counts = metric_hours(frame, names)
     incomplete = sorted(m for m in expected if counts.get(m, 0) < hours)
     return not incomplete, incomplete
+
+
+def metric_hours(frame: pd.DataFrame, names: Mapping[int, str] | None = None) -> dict[str, int]:
+    """The distinct hours each metric has rows for, by name: rows name their metric in a
+    `metric` column, or by catalog id in `metric_id` with `names` naming the ids (rows of other
+    ids are not counted)."""
+    key = "metric" if names is None else "metric_id"
+    counts = frame.groupby(key)["hour"].nunique() if len(frame) else pd.Series(dtype=int)
+    if names is None:
+        return {name: int(n) for name, n in counts.items()}
+    return {names[i]: int(n) for i, n in counts.items() if i in names}
 
 
 def hours_missing_sources(
@@ -225,12 +233,9 @@ class _HourlyTotals:
         present = values["metric_id"].unique().tolist()
         self.metric_ids.update(present)
         names_by_id = {i: n for n, i in ids.items()}
-        if len(values):
-            counts = values.groupby("metric_id")["hour"].nunique()
-            for metric_id, hours in counts.items():
-                name = names_by_id.get(metric_id)
-                if name in self.hours_by_metric:
-                    self.hours_by_metric[name] += int(hours)
+        for name, hours in metric_hours(values, names_by_id).items():
+            if name in self.hours_by_metric:
+                self.hours_by_metric[name] += hours
         new = [i for i in present if i not in self._counters]
         if new:
             catalog = metric_store.catalog(new)
