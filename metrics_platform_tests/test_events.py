@@ -10,6 +10,8 @@ import pytest
 from metrics_platform.defs.metrics.assets import DAILY_VALUES_KEY, HOURLY_VALUES_KEY
 from metrics_platform.defs.sources.events.assets import DAILY_KEY, HOURLY_KEY
 from metrics_platform.defs.sources.events.normalize import normalize_hourly
+from metrics_platform.defs.sources.events.resource import EventLog
+from metrics_platform.lib.chunks import PIECE_ROWS_ENV
 from metrics_platform.lib.demo_data import DEMO_SCHEMA_SQL
 from metrics_platform.lib.errors import SourceError
 from metrics_platform_tests.conftest import execute, materialize, platform_resources, query
@@ -161,11 +163,26 @@ def _events_on(product_url, rows):
     )
 
 
-def test_a_window_longer_than_a_piece_is_read_in_pieces_with_the_same_values(
-    store_url, product_url
+@pytest.fixture
+def pieces_of_a_day(monkeypatch):
+    """Pieces of one day each (the smallest); the windows the event log is asked for."""
+    monkeypatch.setenv(PIECE_ROWS_ENV, "1")
+    asked = []
+    stats = EventLog.stats
+
+    def recorded(self, start, end, **kwargs):
+        asked.append((start, end, kwargs["by"]))
+        return stats(self, start, end, **kwargs)
+
+    monkeypatch.setattr(EventLog, "stats", recorded)
+    return asked
+
+
+def test_a_window_longer_than_a_piece_is_made_in_pieces_with_the_same_values(
+    store_url, product_url, pieces_of_a_day
 ):
-    """A range of nine days is read a week at a time: every hour has the counts of its own
-    events, and a type first seen in the second week counts 0 in the first week's hours."""
+    """A range of nine days is made a day at a time: every hour has the counts of its own
+    events, and a type first seen in the last day counts 0 in every earlier hour."""
     first, last = DAY + timedelta(minutes=5), DAY + timedelta(days=8, hours=3, minutes=5)
     _events_on(
         product_url,
@@ -182,6 +199,9 @@ def test_a_window_longer_than_a_piece_is_read_in_pieces_with_the_same_values(
         selection=dg.AssetSelection.assets(HOURLY_KEY),
         partition_range=("2026-03-10-00:00", "2026-03-18-23:00"),
     ).success
+    assert [(s, e) for s, e, by in pieces_of_a_day if by == "hour"] == [
+        (DAY + timedelta(days=d), DAY + timedelta(days=d + 1)) for d in range(9)
+    ]
     rows = query(store_url, "SELECT hour, metric, value FROM raw.events_hourly")
     got = {(pd.Timestamp(h), m): v for h, m, v in rows}
     hours = pd.date_range(DAY, periods=9 * 24, freq="h")
@@ -190,14 +210,16 @@ def test_a_window_longer_than_a_piece_is_read_in_pieces_with_the_same_values(
     assert got[(hours[0], "events.api_call.count")] == 2
     assert got[(hours[0], "events.api_call.errors")] == 1
     assert got[(hours[0], "events.api_call.duration.p50")] == pytest.approx(20.0)
-    assert got[(hours[0], "events.export.count")] == 0  # known from the second week
+    assert got[(hours[0], "events.export.count")] == 0  # known from the last day
     assert got[(hours[8 * 24 + 3], "events.export.count")] == 1
     assert got[(hours[8 * 24 + 3], "events.export.duration.p50")] == 500.0
     assert sum(v for (h, m), v in got.items() if m == "events.api_call.count") == 3
     assert len(rows) == len(set(got))
 
 
-def test_event_types_that_collide_in_different_pieces_are_refused(store_url, product_url):
+def test_event_types_that_collide_in_different_pieces_are_refused(
+    store_url, product_url, pieces_of_a_day
+):
     _events_on(
         product_url,
         [("api call", DAY, 1.0, False), ("api_call", DAY + timedelta(days=8), 1.0, False)],
@@ -211,3 +233,37 @@ def test_event_types_that_collide_in_different_pieces_are_refused(store_url, pro
     assert not result.success
     error = result.get_step_failure_events()[0].event_specific_data.error
     assert "both map to events.api_call" in str(error)
+
+
+def test_a_piece_that_fails_fails_the_range_and_keeps_what_was_stored(
+    store_url, product_url, pieces_of_a_day
+):
+    """Bad data in a later piece fails the whole range with the source, the range and the
+    cause, and the pieces made before it are rolled back with it."""
+    _events_on(product_url, [("export", DAY + timedelta(hours=2), 5.0, False)])
+    resources = platform_resources(store_url, product_url)
+    selection = dg.AssetSelection.assets(HOURLY_KEY)
+    window = ("2026-03-10-00:00", "2026-03-18-23:00")
+    first = materialize(resources, selection=selection, partition_range=window)
+    before = query(store_url, "SELECT hour, metric, value FROM raw.events_hourly ORDER BY 1, 2")
+    metadata = first.asset_materializations_for_node("raw__events_hourly")[-1].metadata
+    # export: count and errors every hour, three percentiles in the hour of its one event
+    assert metadata["rows_written"].value == len(before) == 2 * 9 * 24 + 3
+    assert metadata["metrics"].value == 5
+
+    execute(
+        product_url,
+        "INSERT INTO events (type, occurred_at, duration_ms, failed) VALUES "
+        "('export', %s, 7.0, false), ('export', %s, -1.0, false)",
+        [DAY + timedelta(hours=2, minutes=1), DAY + timedelta(days=5)],
+    )
+    result = materialize(
+        resources, selection=selection, partition_range=window, raise_on_error=False
+    )
+    assert not result.success
+    error = str(result.get_step_failure_events()[0].event_specific_data.error)
+    assert "events" in error and "negative" in error
+    assert "2026-03-10-00:00...2026-03-18-23:00" in error
+    assert query(store_url, "SELECT hour, metric, value FROM raw.events_hourly ORDER BY 1, 2") == (
+        before
+    )

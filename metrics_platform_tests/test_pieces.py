@@ -21,6 +21,7 @@ from metrics_platform_tests.io_assets import VALUES_KEY, ValuesConfig, values_fr
 RANGE = ("2026-03-01-00:00", "2026-03-09-23:00")  # nine days: two pieces of hours
 START = datetime(2026, 3, 1, tzinfo=timezone.utc)
 END = START + timedelta(days=9)
+WEEK = 7 * 24  # the pieces of these assets
 TAGS = dict(
     zip(("dagster/asset_partition_range_start", "dagster/asset_partition_range_end"), RANGE)
 )
@@ -44,7 +45,7 @@ def values_in_pieces(context: dg.AssetExecutionContext, config: PiecesConfig):
     window = context.partition_time_window
 
     def pieces():
-        for index, (start, end) in enumerate(sub_windows(window.start, window.end)):
+        for index, (start, end) in enumerate(sub_windows(window.start, window.end, WEEK)):
             if index == config.fail_in_piece:
                 raise RuntimeError(f"piece {index} could not be made")
             made.append((start, end))
@@ -72,7 +73,7 @@ def copies(context: dg.AssetExecutionContext, values: StoredWindow):
     read = []
 
     def pieces():
-        for start, end in sub_windows(values.start, values.end):
+        for start, end in sub_windows(values.start, values.end, WEEK):
             frame = values.read(start, end)
             read.append(len(frame))
             yield start, end, frame.assign(value=frame["value"] * 2)
@@ -99,7 +100,7 @@ def stored(url, table="test_io.values"):
 def test_pieces_are_written_as_one_window(store_url):
     made.clear()
     result = run(store_url, [values_in_pieces])
-    assert made == sub_windows(START, END) and len(made) == 2
+    assert made == sub_windows(START, END, WEEK) and len(made) == 2
     rows = stored(store_url)
     expected = values_frame(START, END, ValuesConfig(metrics=["alpha", "beta"]))
     assert len(rows) == len(expected) == 9 * 24 * 2

@@ -10,6 +10,7 @@ from metrics_platform.definitions import build_definitions
 from metrics_platform.defs.metrics.assets import DAILY_VALUES_KEY, HOURLY_VALUES_KEY
 from metrics_platform.defs.sources.product_db.assets import ROW_COUNTS_KEY
 from metrics_platform.defs.sources.product_db.normalize import normalize_row_counts
+from metrics_platform.lib.chunks import PIECE_ROWS_ENV
 from metrics_platform.lib.demo_data import seed_product_database
 from metrics_platform.lib.errors import ConfigurationError, SourceError
 from metrics_platform_tests.conftest import (
@@ -36,7 +37,12 @@ def hourly_values(store_url: str) -> dict:
     return {(m, pd.Timestamp(t)): v for m, t, v in rows}
 
 
-def test_a_range_of_hours_counts_the_rows_that_existed_at_each_hours_end(store_url, product_url):
+@pytest.mark.parametrize("piece_rows", [None, "1"], ids=["one piece", "pieces of a day"])
+def test_a_range_of_hours_counts_the_rows_that_existed_at_each_hours_end(
+    store_url, product_url, piece_rows, monkeypatch
+):
+    if piece_rows:
+        monkeypatch.setenv(PIECE_ROWS_ENV, piece_rows)
     seed_product_database(product_url, now=NOW, days=3, users=800)
     resources = platform_resources(store_url, product_url)
     result = materialize(
@@ -55,6 +61,7 @@ def test_a_range_of_hours_counts_the_rows_that_existed_at_each_hours_end(store_u
 
     materialization = result.asset_materializations_for_node("raw__product_db_row_counts")[0]
     assert materialization.metadata["dagster/partition_row_count"].value == 3 * 48
+    assert materialization.metadata["rows_written"].value == 3 * 48
     assert "preview" in materialization.metadata
     checks = {
         c.check_name: c.passed
@@ -89,6 +96,28 @@ def test_a_rerun_hour_with_late_rows_changes_and_names_the_later_hours_it_left_s
     assert metadata["later_hours_stale_from"].value == "2026-03-11-04:00"
     assert metadata["later_hours_stale_to"].value == "2026-03-11-05:00"
     assert metadata["later_hours_stale"].value.startswith("2026-03-11T04:00Z..2026-03-11T06:00Z")
+
+
+def test_a_range_in_pieces_names_the_later_hours_its_last_hour_left_stale(
+    store_url, product_url, monkeypatch
+):
+    monkeypatch.setenv(PIECE_ROWS_ENV, "1")  # pieces of a day: 03-10, then 03-11 00:00..03:00
+    seed_product_database(product_url, now=NOW, days=3, users=300)
+    resources = platform_resources(store_url, product_url)
+    materialize(
+        resources, selection=HOURLY, partition_range=("2026-03-10-00:00", "2026-03-11-05:00")
+    )
+    execute(
+        product_url,
+        "INSERT INTO users (email, created_at) VALUES ('late@x', '2026-03-11 02:30+00')",
+    )
+    result = materialize(
+        resources, selection=HOURLY, partition_range=("2026-03-10-00:00", "2026-03-11-03:00")
+    )
+    metadata = result.asset_materializations_for_node("raw__product_db_row_counts")[0].metadata
+    assert metadata["later_hours_stale_from"].value == "2026-03-11-04:00"
+    assert metadata["later_hours_stale_to"].value == "2026-03-11-05:00"
+    assert metadata["rows_written"].value == 3 * 28
 
 
 def test_a_table_without_creation_column_counts_only_the_latest_closed_hour(store_url, product_url):

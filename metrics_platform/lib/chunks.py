@@ -1,25 +1,21 @@
-"""Reading a long window in pieces.
+"""Cutting a long window into pieces.
 
-A range run hands a source asset its whole window (a year of hours, or nine). What a source's
-client builds from its answer (one Python tuple per row, the objects a normalizer makes) is
-several times the size of the compact frame it ends as, so reading the whole window at once
-holds all of that at the same time. Read piece by piece, only one piece's answer is alive at a
-time: the source is asked for consecutive sub-windows of `CHUNK_HOURS` hours, each normalized
-to its frame before the next one is read, and the frames are joined.
+A range run hands an asset its whole window (a year of hours, or nine). What is built from it
+(a source client's Python tuples, the objects a normalizer makes, a frame and its copies) is
+several times the size of the rows it ends as, so the window is made, written and read a piece
+at a time (`lib/postgres_io/pieces.py`): consecutive sub-windows of whole days, each of about
+`CHUNK_ROWS` rows at the asset's width, so that memory is bounded by a piece whatever the span.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from datetime import datetime, timedelta
-
-import pandas as pd
 
 from metrics_platform.lib.errors import ConfigurationError
 
-# A week of hours: at 1,000 metrics, a piece is ~170,000 rows.
-CHUNK_HOURS = 7 * 24
+# The shortest piece: a day of hours, so that a piece of a table of days is whole days.
+MIN_PIECE_HOURS = 24
 # The rows a piece of a metric asset holds (`piece_hours`): large enough that each piece's fixed
 # costs (its queries, its write's checks) stay small beside its rows, small enough that a piece's
 # frames and their copies stay within tens of MiB.
@@ -46,12 +42,11 @@ def piece_hours(rows_per_hour: int, rows: int | None = None) -> int:
     """Hours of a piece of about `rows` rows (`piece_rows()` by default) at `rows_per_hour`
     (e.g. the catalog's metrics): whole days, at least one."""
     rows = piece_rows() if rows is None else rows
-    return max(24, rows // max(1, rows_per_hour) // 24 * 24)
+    days = rows // max(1, rows_per_hour) // MIN_PIECE_HOURS
+    return max(1, days) * MIN_PIECE_HOURS
 
 
-def sub_windows(
-    start: datetime, end: datetime, hours: int = CHUNK_HOURS
-) -> list[tuple[datetime, datetime]]:
+def sub_windows(start: datetime, end: datetime, hours: int) -> list[tuple[datetime, datetime]]:
     """Consecutive half-open windows of `hours` hours (the last one shorter) covering
     [start, end); one window for a shorter span, none for an empty one."""
     if hours < 1:
@@ -62,22 +57,3 @@ def sub_windows(
         windows.append((start, min(start + step, end)))
         start += step
     return windows
-
-
-def read_in_pieces(
-    start: datetime,
-    end: datetime,
-    read: Callable[[datetime, datetime], pd.DataFrame],
-    hours: int = CHUNK_HOURS,
-) -> pd.DataFrame:
-    """`read(start, end)` for the window, done sub-window by sub-window and joined in order.
-    `read` must return a frame of the same columns for any window (empty for no rows)."""
-    frames = [
-        read(piece_start, piece_end) for piece_start, piece_end in sub_windows(start, end, hours)
-    ]
-    if not frames:
-        return read(start, end)
-    if len(frames) == 1:
-        return frames[0]
-    filled = [frame for frame in frames if len(frame)]
-    return pd.concat(filled or frames[:1], ignore_index=True)

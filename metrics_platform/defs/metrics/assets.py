@@ -25,7 +25,11 @@ from metrics_platform.lib.chunks import piece_hours, sub_windows
 from metrics_platform.lib.errors import MetricsPlatformError
 from metrics_platform.lib.metric_rows import window_hours
 from metrics_platform.lib.postgres_io.kept_values import allows_fewer_values
-from metrics_platform.lib.postgres_io.pieces import FramePieces, StoredWindow, as_stored_window
+from metrics_platform.lib.postgres_io.pieces import (
+    StoredWindow,
+    as_stored_window,
+    output_in_pieces,
+)
 from metrics_platform.lib.store import MetricSpec
 
 HOURLY_VALUES_KEY = dg.AssetKey(["metrics", "hourly_values"])
@@ -353,13 +357,9 @@ def build_hourly_values(
             totals.add(frames, values, kept, missing, ids, metric_store)
             return values
 
+        # A long range: one piece of hours in memory at a time.
         pieces = sub_windows(start, end, piece_hours(metric_store.metric_count()))
-        if len(pieces) > 1:  # a long range: one piece of hours in memory at a time
-            output = FramePieces(((s, e, piece(s, e)) for s, e in pieces), totals.metadata)
-            yield dg.Output(output, metadata=_window_metadata(context))
-        else:
-            values = piece(start, end)
-            yield dg.Output(values, metadata={**_window_metadata(context), **totals.metadata()})
+        yield output_in_pieces(pieces, piece, totals.metadata, _window_metadata(context))
         yield from totals.checks(sorted(by_name for by_name in names_by_input.values()))
 
     return hourly_values
@@ -585,15 +585,9 @@ def build_daily_values(
             totals.add(values, frames, daily, kept, days)
             return daily
 
+        # A long range: one piece of days in memory at a time.
         pieces = sub_windows(window.start, window.end, piece_hours(metric_store.metric_count()))
-        if len(pieces) > 1:  # a long range: one piece of days in memory at a time
-            output = FramePieces(
-                ((s.date(), e.date(), piece(s, e)) for s, e in pieces), totals.metadata
-            )
-            yield dg.Output(output, metadata=_window_metadata(context))
-        else:
-            daily = piece(window.start, window.end)
-            yield dg.Output(daily, metadata={**_window_metadata(context), **totals.metadata()})
+        yield output_in_pieces(pieces, piece, totals.metadata, _window_metadata(context), days=True)
         yield totals.check()
 
     return daily_values

@@ -36,7 +36,11 @@ from metrics_platform.lib.chunks import piece_hours, sub_windows
 from metrics_platform.lib.errors import ConfigurationError
 from metrics_platform.lib.formulas import Formula
 from metrics_platform.lib.metric_rows import validate_metric_name
-from metrics_platform.lib.postgres_io.pieces import FramePieces, StoredWindow, as_stored_window
+from metrics_platform.lib.postgres_io.pieces import (
+    StoredWindow,
+    as_stored_window,
+    output_in_pieces,
+)
 from metrics_platform.lib.store import MetricSpec
 
 SOURCE = "kpi"
@@ -239,16 +243,9 @@ def _kpi_asset(
             "window_start": dg.MetadataValue.timestamp(start),
             "window_end": dg.MetadataValue.timestamp(end),
         }
+        # A long range: one piece in memory at a time.
         pieces = sub_windows(start, end, piece_hours(metric_store.metric_count()))
-        if len(pieces) > 1:  # a long range: one piece in memory at a time
-            made = (
-                (*((s.date(), e.date()) if period == "day" else (s, e)), piece(s, e))
-                for s, e in pieces
-            )
-            yield dg.Output(FramePieces(made, metadata), metadata=window_metadata)
-        else:
-            result = piece(start, end)
-            yield dg.Output(result, metadata={**window_metadata, **metadata()})
+        yield output_in_pieces(pieces, piece, metadata, window_metadata, days=period == "day")
         yield dg.AssetCheckResult(
             check_name=WITHIN_BOUNDS,
             passed=not outside,

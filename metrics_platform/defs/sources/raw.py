@@ -1,8 +1,11 @@
-"""What every raw source asset shares: its decorator settings."""
+"""What every raw source asset shares: its decorator settings, and what its metadata and checks
+count of a window made piece by piece."""
 
+from collections import Counter
 from collections.abc import Sequence
 
 import dagster as dg
+import pandas as pd
 
 from metrics_platform.defs.automation.conditions import WHEN_THE_DAY_IS_COMPLETE
 from metrics_platform.defs.metadata import raw_table_schema
@@ -61,3 +64,37 @@ def daily_raw_asset(key: dg.AssetKey, *, hourly: dg.AssetKey, **kwargs):
         automation_condition=WHEN_THE_DAY_IS_COMPLETE,
         **kwargs,
     )
+
+
+class RawTotals:
+    """What a raw asset's metadata and checks say of its window (`rows_read`, `rows_written`,
+    the smallest value, the periods of each metric), added up over the pieces the window is
+    made of: the same figures whether it was made at once or piece by piece."""
+
+    def __init__(self) -> None:
+        self.read = 0
+        self.written = 0
+        self.minimum: float | None = None
+        self.periods: Counter[str] = Counter()
+
+    def add(self, frame: pd.DataFrame, read: int | None = None) -> pd.DataFrame:
+        """Count one piece's frame (`read` source rows, by default its rows); returns it."""
+        self.read += len(frame) if read is None else read
+        self.written += len(frame)
+        if len(frame):
+            smallest = float(frame["value"].min())
+            self.minimum = smallest if self.minimum is None else min(self.minimum, smallest)
+            # (period, metric) is unique in a raw frame: a metric's rows are its periods.
+            self.periods.update(frame["metric"].value_counts().to_dict())
+        return frame
+
+    @property
+    def metrics(self) -> int:
+        return len(self.periods)
+
+    def non_negative(self, check_name: str) -> dg.AssetCheckResult:
+        """The check that no value of the window is negative."""
+        minimum = 0.0 if self.minimum is None else self.minimum
+        return dg.AssetCheckResult(
+            check_name=check_name, passed=minimum >= 0, metadata={"min": minimum}
+        )

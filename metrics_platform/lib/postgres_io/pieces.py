@@ -12,10 +12,11 @@ read the same way: `read(start, end)` returns the rows of one sub-window, in the
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 
+import dagster as dg
 import pandas as pd
 from dagster._core.definitions.partitions.utils import TimeWindow
 from dagster._core.storage.db_io_manager import TablePartitionDimension, TableSlice
@@ -32,6 +33,34 @@ class FramePieces:
 
     pieces: Iterable[tuple[Period, Period, pd.DataFrame]]
     metadata: Callable[[], Mapping[str, object]] = field(default=dict)
+
+
+def output_in_pieces(
+    windows: Sequence[tuple[datetime, datetime]],
+    piece: Callable[[datetime, datetime], pd.DataFrame],
+    produced: Callable[[], Mapping[str, object]],
+    metadata: Mapping[str, object] | None = None,
+    *,
+    days: bool = False,
+) -> dg.Output:
+    """The output of a window cut into consecutive `windows`, each made by `piece(start, end)`.
+
+    More than one window: `FramePieces`, each piece made as the IO manager comes to write it,
+    and `produced()` (what the pieces counted) added once every piece is written. One window:
+    the frame itself, made now, exactly as an asset without pieces. `metadata` is the output's
+    own; `days` gives the pieces as dates (a table of days), the windows being local midnights.
+    """
+    if not windows:
+        raise ValueError("an output's window has at least one piece")
+    if len(windows) == 1:
+        frame = piece(*windows[0])
+        return dg.Output(frame, metadata={**(metadata or {}), **produced()})
+
+    def bounds(start: datetime, end: datetime) -> tuple[Period, Period]:
+        return (start.date(), end.date()) if days else (start, end)
+
+    made = ((*bounds(start, end), piece(start, end)) for start, end in windows)
+    return dg.Output(FramePieces(made, produced), metadata=dict(metadata or {}))
 
 
 class StoredWindow:

@@ -1,5 +1,7 @@
 """The raw event assets: hourly counts and percentiles, and daily percentiles from raw timings."""
 
+from datetime import datetime, timedelta
+
 import dagster as dg
 import pandas as pd
 
@@ -18,9 +20,10 @@ from metrics_platform.defs.sources.events.normalize import (
 )
 from metrics_platform.defs.sources.events.resource import EventLog
 from metrics_platform.defs.sources.failures import source_failures
-from metrics_platform.defs.sources.raw import daily_raw_asset, raw_asset
-from metrics_platform.lib.chunks import read_in_pieces
+from metrics_platform.defs.sources.raw import RawTotals, daily_raw_asset, raw_asset
+from metrics_platform.lib.chunks import MIN_PIECE_HOURS, piece_hours, sub_windows
 from metrics_platform.lib.metric_rows import fill_zeros, window_hours
+from metrics_platform.lib.postgres_io.pieces import output_in_pieces
 from metrics_platform.lib.store import MetricSpec
 
 HOURLY_KEY = dg.AssetKey(["raw", "events_hourly"])
@@ -49,21 +52,14 @@ def metric_specs(names: pd.Series, event_log: EventLog) -> list[MetricSpec]:
     return specs
 
 
-def _metadata(context: dg.AssetExecutionContext, frame: pd.DataFrame, read: int) -> dict:
+def _metadata(start, end, totals: RawTotals) -> dict:
     return window_metadata(
-        *utc_window(context),
-        rows_read=read,
-        rows_written=len(frame),
+        start,
+        end,
+        rows_read=totals.read,
+        rows_written=totals.written,
         rows_rejected=0,
-        metrics=frame["metric"].nunique(),
-    )
-
-
-def _non_negative(frame: pd.DataFrame) -> dg.AssetCheckResult:
-    return dg.AssetCheckResult(
-        check_name=NON_NEGATIVE,
-        passed=bool((frame["value"] >= 0).all()),
-        metadata={"min": float(frame["value"].min()) if len(frame) else 0.0},
+        metrics=totals.metrics,
     )
 
 
@@ -79,24 +75,35 @@ def events_hourly(
     """Events per type and their latency percentiles for every UTC hour, from the product's event log."""
     start, end = utc_window(context)
     names = EventTypeNames(event_log.percentiles)
-    read = 0
+    with_errors = event_log.error_column is not None
+    known = set(metric_store.source_metrics(SOURCE))
+    windows = [(start, end)]
+    if end - start > timedelta(hours=MIN_PIECE_HOURS):
+        # A window longer than a piece may be made piece by piece, so every type with events
+        # anywhere in it is known first: each piece gets its zeros, as the whole window would.
+        with source_failures(context):
+            types = event_log.types(start, end)
+            known.update(names.of(event_type)[1] for event_type in types)
+        width = max(1, len(types)) * (2 + len(event_log.percentiles))
+        windows = sub_windows(start, end, piece_hours(width))
+    totals = RawTotals()
+    registered: set[str] = set()
 
-    def piece(piece_start, piece_end):
-        nonlocal read
-        rows = event_log.stats(piece_start, piece_end, by="hour")
-        read += len(rows)
-        return normalize_hourly(rows, event_log.percentiles, names)
+    def piece(piece_start: datetime, piece_end: datetime) -> pd.DataFrame:
+        with source_failures(context):
+            rows = event_log.stats(piece_start, piece_end, by="hour")
+            frame = normalize_hourly(rows, event_log.percentiles, names)
+        # Every hour read has a count for every known type: 0 when none of its events happened.
+        counters = known_counters([*frame["metric"].unique(), *known], with_errors=with_errors)
+        frame = fill_zeros(frame, counters, window_hours(piece_start, piece_end))
+        new = set(frame["metric"].unique()) - registered
+        if new:
+            metric_store.register_metrics(metric_specs(pd.Series(sorted(new)), event_log))
+            registered.update(new)
+        return totals.add(frame, read=len(rows))
 
-    with source_failures(context):
-        # A long window is read a week at a time: one week's answer in memory at once.
-        frame = read_in_pieces(start, end, piece)
-    # Every hour read has a count for every known type: 0 when none of its events happened.
-    known = [*frame["metric"].unique(), *metric_store.source_metrics(SOURCE)]
-    counters = known_counters(known, with_errors=event_log.error_column is not None)
-    frame = fill_zeros(frame, counters, window_hours(start, end))
-    metric_store.register_metrics(metric_specs(frame["metric"], event_log))
-    yield dg.Output(frame, metadata=_metadata(context, frame, read))
-    yield _non_negative(frame)
+    yield output_in_pieces(windows, piece, lambda: _metadata(start, end, totals))
+    yield totals.non_negative(NON_NEGATIVE)
 
 
 @daily_raw_asset(
@@ -115,5 +122,7 @@ def events_daily_timings(
         rows = event_log.stats(start, end, by="day", timezone=BUSINESS_TIMEZONE)
         frame = normalize_daily(rows, event_log.percentiles)
     metric_store.register_metrics(metric_specs(frame["metric"], event_log))
-    yield dg.Output(frame, metadata=_metadata(context, frame, len(rows)))
-    yield _non_negative(frame)
+    totals = RawTotals()
+    totals.add(frame, read=len(rows))
+    yield dg.Output(frame, metadata=_metadata(start, end, totals))
+    yield totals.non_negative(NON_NEGATIVE)

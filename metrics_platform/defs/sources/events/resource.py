@@ -31,6 +31,15 @@ _STATS = sql.SQL(
 )
 
 
+_TYPES = sql.SQL(
+    """
+    SELECT DISTINCT {type} FROM {table}
+    WHERE {occurred_at} >= %(start)s AND {occurred_at} < %(end)s
+    ORDER BY 1
+    """
+)
+
+
 class EventLog(dg.ConfigurableResource):
     """Read-only access to the table where the product records its events."""
 
@@ -72,6 +81,20 @@ class EventLog(dg.ConfigurableResource):
             raise ConfigurationError(f"events.percentiles: {bad[0]} is not between 0 and 100")
         return sorted(set(value))
 
+    def types(self, start: datetime, end: datetime) -> list[object]:
+        """The event types with events in [start, end)."""
+        query = _TYPES.format(
+            type=sql.Identifier(self.type_column),
+            table=QualifiedName.parse(self.table, key="events.table").sql(),
+            occurred_at=sql.Identifier(self.occurred_at_column),
+        )
+        with self._cursor() as cur:
+            cur.execute(query, {"start": start, "end": end})
+            return [row[0] for row in cur.fetchall()]
+
+    def _cursor(self):
+        return source_cursor(self.url, source=SOURCE, key="events", doing=f"reading {self.table}")
+
     def stats(
         self, start: datetime, end: datetime, *, by: str, timezone: str = "UTC"
     ) -> list[tuple]:
@@ -107,8 +130,6 @@ class EventLog(dg.ConfigurableResource):
             "timezone": timezone,
             "fractions": [p / 100 for p in self.percentiles],
         }
-        with source_cursor(
-            self.url, source=SOURCE, key="events", doing=f"reading {self.table}"
-        ) as cur:
+        with self._cursor() as cur:
             cur.execute(query, params)
             return cur.fetchall()

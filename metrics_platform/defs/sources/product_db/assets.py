@@ -15,7 +15,9 @@ from metrics_platform.defs.sources.product_db.normalize import (
     normalize_row_counts,
 )
 from metrics_platform.defs.sources.product_db.resource import ProductDatabase
-from metrics_platform.defs.sources.raw import raw_asset
+from metrics_platform.defs.sources.raw import RawTotals, raw_asset
+from metrics_platform.lib.chunks import piece_hours, sub_windows
+from metrics_platform.lib.postgres_io.pieces import output_in_pieces
 from metrics_platform.lib.store import MetricSpec
 
 ROW_COUNTS_KEY = dg.AssetKey(["raw", "product_db_row_counts"])
@@ -51,48 +53,54 @@ def product_db_row_counts(
 ):
     """Rows in each configured table of the product database at the end of every UTC hour."""
     start, end = utc_window(context)
-    with source_failures(context):
-        counts = product_db.count_rows(start, end, now=datetime.now(timezone.utc))
-        frame = normalize_row_counts({table.metric_name: series for table, series in counts})
-    metric_store.register_metrics(metric_specs(product_db))
+    now = datetime.now(timezone.utc)
+    specs = metric_specs(product_db)
+    metric_store.register_metrics(specs)
     # A table without a creation column can only be counted as it is now: the counts it had in
     # the window's other hours were taken then, and are kept as they were.
     snapshots = [t.metric_name for t in product_db.tables if not t.created_at_column]
-    kept = metric_store.stored_raw_rows(ROW_COUNTS_KEY, snapshots, start, end)
-    if len(kept):
-        counted = pd.MultiIndex.from_frame(frame[["hour", "metric"]])
-        kept = kept[~pd.MultiIndex.from_frame(kept[["hour", "metric"]]).isin(counted)]
-    if len(kept):
-        frame = pd.concat([frame, kept], ignore_index=True).sort_values(
-            ["hour", "metric"], ignore_index=True
-        )
+    totals = RawTotals()
+    stale = None
 
-    hours = int((end - start).total_seconds() // 3600)
-    snapshot_only = [t.table for t in product_db.tables if not t.created_at_column]
-    stale = later_hours_stale(metric_store, ROW_COUNTS_KEY, frame, metric_specs(product_db), end)
-    yield dg.Output(
-        frame,
-        metadata={
+    def piece(piece_start: datetime, piece_end: datetime) -> pd.DataFrame:
+        nonlocal stale
+        with source_failures(context):
+            counts = product_db.count_rows(piece_start, piece_end, now=now)
+            frame = normalize_row_counts({table.metric_name: series for table, series in counts})
+        kept = metric_store.stored_raw_rows(ROW_COUNTS_KEY, snapshots, piece_start, piece_end)
+        if len(kept):
+            counted = pd.MultiIndex.from_frame(frame[["hour", "metric"]])
+            kept = kept[~pd.MultiIndex.from_frame(kept[["hour", "metric"]]).isin(counted)]
+        if len(kept):
+            frame = pd.concat([frame, kept], ignore_index=True).sort_values(
+                ["hour", "metric"], ignore_index=True
+            )
+        if piece_end == end:  # the window's last hour is in the last piece
+            stale = later_hours_stale(metric_store, ROW_COUNTS_KEY, frame, specs, end)
+        return totals.add(frame)
+
+    def metadata() -> dict[str, dg.MetadataValue]:
+        snapshot_only = [t.table for t in product_db.tables if not t.created_at_column]
+        return {
             **stale_metadata(stale),
             **window_metadata(
                 start,
                 end,
                 tables=len(product_db.tables),
-                rows_read=len(frame),
-                rows_written=len(frame),
+                rows_read=totals.read,
+                rows_written=totals.written,
                 rows_rejected=0,
             ),
             "snapshot_only_tables": dg.MetadataValue.text(", ".join(snapshot_only) or "none"),
-        },
-    )
-    yield dg.AssetCheckResult(
-        check_name=COUNTS_NON_NEGATIVE,
-        passed=bool((frame["value"] >= 0).all()),
-        metadata={"min": float(frame["value"].min()) if len(frame) else 0.0},
-    )
+        }
+
+    # A long range: one piece of hours in memory at a time.
+    windows = sub_windows(start, end, piece_hours(len(product_db.tables)))
+    yield output_in_pieces(windows, piece, metadata)
+    yield totals.non_negative(COUNTS_NON_NEGATIVE)
+    hours = int((end - start).total_seconds() // 3600)
     expected = {t.metric_name for t in product_db.tables if t.created_at_column}
-    present = frame.groupby("metric")["hour"].nunique() if len(frame) else pd.Series(dtype=int)
-    incomplete = sorted(name for name in expected if present.get(name, 0) != hours)
+    incomplete = sorted(name for name in expected if totals.periods.get(name, 0) != hours)
     yield dg.AssetCheckResult(
         check_name=EVERY_TABLE_COUNTED,
         passed=not incomplete,
