@@ -64,6 +64,21 @@ def query(url: str, sql: str, params=None) -> list[tuple]:
         conn.close()
 
 
+def primary_key(url: str, table: str) -> list[str]:
+    """The columns of a table's primary key, in the key's order."""
+    rows = query(
+        url,
+        """
+        SELECT a.attname FROM pg_index i
+        JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
+        WHERE i.indrelid = %s::regclass AND i.indisprimary
+        ORDER BY array_position(i.indkey, a.attnum)
+        """,
+        (table,),
+    )
+    return [name for (name,) in rows]
+
+
 def execute(url: str, sql: str, params=None) -> None:
     query(url, sql, params)
 

@@ -267,3 +267,33 @@ def test_a_piece_that_fails_fails_the_range_and_keeps_what_was_stored(
     assert query(store_url, "SELECT hour, metric, value FROM raw.events_hourly ORDER BY 1, 2") == (
         before
     )
+
+
+def test_daily_percentiles_of_a_range_in_pieces_are_those_of_one_piece(
+    store_url, events_db, monkeypatch
+):
+    product_url, _ = events_db
+    resources = platform_resources(store_url, product_url)
+    materialize(
+        resources,
+        selection=dg.AssetSelection.assets(HOURLY_KEY),
+        partition_range=("2026-03-09-12:00", "2026-03-11-11:00"),
+    )
+    days = ("2026-03-09", "2026-03-11")
+    daily = dg.AssetSelection.assets(DAILY_KEY)
+    table = "SELECT day, metric, value FROM raw.events_daily_timings ORDER BY 1, 2"
+    assert materialize(resources, selection=daily, partition_range=days).success
+    whole = query(store_url, table)
+    execute(store_url, "TRUNCATE raw.events_daily_timings")
+
+    monkeypatch.setenv(PIECE_ROWS_ENV, "1")  # a piece per day
+    asked = []
+    stats = EventLog.stats
+    monkeypatch.setattr(
+        EventLog, "stats", lambda self, s, e, **kw: asked.append((s, e)) or stats(self, s, e, **kw)
+    )
+    result = materialize(resources, selection=daily, partition_range=days)
+    assert len(asked) == 3
+    assert query(store_url, table) == whole and len(whole) > 3
+    metadata = result.asset_materializations_for_node("raw__events_daily_timings")[-1].metadata
+    assert metadata["rows_written"].value == len(whole)

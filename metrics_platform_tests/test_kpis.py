@@ -121,19 +121,19 @@ SETTINGS = {
 }
 
 
-def test_kpis_land_hourly_and_daily_as_ratios_of_totals(store_url, product_url, monkeypatch):
+def run_metric_jobs(store_url, product_url, monkeypatch, *, now, days, users, hours, day_range):
+    """The product database seeded with `users` over `days` before `now`, then the hourly job over the
+    range `hours` and the daily job over `day_range`, with `SETTINGS`."""
     monkeypatch.setenv(DATABASE_URL_ENV, store_url)
     monkeypatch.setenv(PRODUCT_DATABASE_URL_ENV, product_url)
-    seed_product_database(
-        product_url, now=datetime(2026, 3, 12, tzinfo=timezone.utc), days=3, users=300
-    )
+    seed_product_database(product_url, now=now, days=days, users=users)
     defs = build_definitions(SETTINGS)
     with dg.instance_for_test() as instance:
         hourly = defs.resolve_job_def("hourly_metrics").execute_in_process(
-            instance=instance, tags=dict(zip(RANGE_TAGS, ("2026-03-10-00:00", "2026-03-10-23:00")))
+            instance=instance, tags=dict(zip(RANGE_TAGS, hours))
         )
         daily = defs.resolve_job_def("daily_metrics").execute_in_process(
-            instance=instance, partition_key="2026-03-10"
+            instance=instance, tags=dict(zip(RANGE_TAGS, day_range))
         )
     assert hourly.success and daily.success
     checks = [
@@ -142,6 +142,19 @@ def test_kpis_land_hourly_and_daily_as_ratios_of_totals(store_url, product_url, 
         if c.check_name == "kpis_within_bounds"
     ]
     assert len(checks) == 2 and all(c.passed for c in checks)
+
+
+def test_kpis_land_hourly_and_daily_as_ratios_of_totals(store_url, product_url, monkeypatch):
+    run_metric_jobs(
+        store_url,
+        product_url,
+        monkeypatch,
+        now=datetime(2026, 3, 12, tzinfo=timezone.utc),
+        days=3,
+        users=300,
+        hours=("2026-03-10-00:00", "2026-03-10-23:00"),
+        day_range=("2026-03-10", "2026-03-10"),
+    )
 
     def value(view, metric, period_col, period):
         rows = query(
@@ -188,20 +201,16 @@ def test_kpis_of_a_long_range_are_computed_in_pieces(store_url, product_url, mon
     """Nine days as one range in pieces of a day: every KPI value is the ratio of its operands
     in the same period, and the bounds check covers every piece."""
     monkeypatch.setenv(PIECE_ROWS_ENV, "1")
-    monkeypatch.setenv(DATABASE_URL_ENV, store_url)
-    monkeypatch.setenv(PRODUCT_DATABASE_URL_ENV, product_url)
-    seed_product_database(
-        product_url, now=datetime(2026, 3, 11, tzinfo=timezone.utc), days=10, users=200
+    run_metric_jobs(
+        store_url,
+        product_url,
+        monkeypatch,
+        now=datetime(2026, 3, 11, tzinfo=timezone.utc),
+        days=10,
+        users=200,
+        hours=("2026-03-01-00:00", "2026-03-09-23:00"),
+        day_range=("2026-03-01", "2026-03-09"),
     )
-    defs = build_definitions(SETTINGS)
-    with dg.instance_for_test() as instance:
-        hourly = defs.resolve_job_def("hourly_metrics").execute_in_process(
-            instance=instance, tags=dict(zip(RANGE_TAGS, ("2026-03-01-00:00", "2026-03-09-23:00")))
-        )
-        daily = defs.resolve_job_def("daily_metrics").execute_in_process(
-            instance=instance, tags=dict(zip(RANGE_TAGS, ("2026-03-01", "2026-03-09")))
-        )
-    assert hourly.success and daily.success
     for view, period in (("hourly_values_by_name", "time"), ("daily_values_by_name", "date")):
         pairs = query(
             store_url,
@@ -218,9 +227,3 @@ def test_kpis_of_a_long_range_are_computed_in_pieces(store_url, product_url, mon
         )[0][0]
         assert 0 < len(pairs) == defined <= (9 * 24 if period == "time" else 9)
         assert all(kpi == pytest.approx(ratio) for kpi, ratio in pairs)
-    checks = [
-        c
-        for c in hourly.get_asset_check_evaluations() + daily.get_asset_check_evaluations()
-        if c.check_name == "kpis_within_bounds"
-    ]
-    assert len(checks) == 2 and all(c.passed for c in checks)

@@ -19,6 +19,7 @@ from metrics_platform_tests.conftest import (
     execute,
     materialize,
     platform_resources,
+    primary_key,
     query,
 )
 
@@ -62,6 +63,8 @@ def test_a_range_of_hours_counts_the_rows_that_existed_at_each_hours_end(
     materialization = result.asset_materializations_for_node("raw__product_db_row_counts")[0]
     assert materialization.metadata["dagster/partition_row_count"].value == 3 * 48
     assert materialization.metadata["rows_written"].value == 3 * 48
+    # Keyed by hour first: a window of hours is read and replaced through the key's index.
+    assert primary_key(store_url, "raw.product_db_row_counts") == ["hour", "metric"]
     assert "preview" in materialization.metadata
     checks = {
         c.check_name: c.passed

@@ -8,7 +8,7 @@ import pytest
 from metrics_platform.lib.database import connect
 from metrics_platform.lib.errors import ConfigurationError
 from metrics_platform.lib.store import MIGRATIONS, MetricSpec, ensure_metrics, migrate, read_catalog
-from metrics_platform_tests.conftest import new_database, query
+from metrics_platform_tests.conftest import new_database, primary_key, query
 
 
 def test_migrations_apply_once(store_url):
@@ -258,3 +258,43 @@ def test_a_store_with_values_upgrades_to_statement_level_checks_in_place(
     finally:
         conn.close()
     assert query(url, "SELECT count(*), sum(value) FROM metrics.hourly_values") == [(24, 24.0)]
+
+
+def test_raw_tables_keyed_by_metric_first_are_keyed_by_period_first_after_migrating(
+    postgres_server,
+):
+    """A raw table's window (every write, delete and read of a run) is served by its key's
+    index only when the key starts with the period: older raw tables are rebuilt so, with
+    their rows; a table keyed otherwise is left as it is."""
+    url = new_database(postgres_server, "raw_keys")
+    conn = connect(url)
+    try:
+        migrate(conn, up_to=7)
+        with conn, conn.cursor() as cur:
+            cur.execute(
+                """
+                CREATE SCHEMA raw;
+                CREATE TABLE raw.hours (hour timestamptz, metric text, value float8,
+                                        PRIMARY KEY (metric, hour));
+                CREATE TABLE raw."Days" (day date, metric text, value float8,
+                                         PRIMARY KEY (metric, day));
+                CREATE TABLE raw.series (hour timestamptz, metric text, series text,
+                                         value float8, PRIMARY KEY (metric, hour, series));
+                INSERT INTO raw.hours VALUES ('2026-01-01 00:00+00', 'a', 1), ('2026-01-01 01:00+00', 'a', 2);
+                INSERT INTO raw."Days" VALUES ('2026-01-01', 'a', 3);
+                """
+            )
+        assert migrate(conn) == [8]
+    finally:
+        conn.close()
+    assert primary_key(url, "raw.hours") == ["hour", "metric"]
+    assert primary_key(url, 'raw."Days"') == ["day", "metric"]
+    assert primary_key(url, "raw.series") == ["metric", "hour", "series"]
+    assert query(url, "SELECT count(*) FROM raw.hours")[0][0] == 2
+    assert query(url, 'SELECT value FROM raw."Days"') == [(3.0,)]
+    plan = query(
+        url,
+        "SET enable_seqscan = off; EXPLAIN SELECT * FROM raw.hours "
+        "WHERE hour >= '2026-01-01' AND hour < '2026-01-02'",
+    )
+    assert any("Index Cond: ((hour >=" in line for (line,) in plan), plan

@@ -371,6 +371,38 @@ MIGRATIONS: Sequence[tuple[int, str, str]] = (
         CREATE INDEX alert_episodes_opened ON metrics.alert_episodes (opened_at);
         """,
     ),
+    (
+        8,
+        "raw tables keyed by period first",
+        """
+        -- A raw table (`raw.<asset>`, created by the IO manager) was keyed by (metric, period):
+        -- a window of periods (every write, delete and read of a run) could not use that index
+        -- and scanned the whole table, so each hourly run cost a scan of years of history. Its
+        -- key is rebuilt as (period, metric), as the IO manager now creates it.
+        DO $$
+        DECLARE
+            keyed record;
+        BEGIN
+            FOR keyed IN
+                SELECT k.conrelid::regclass AS tbl, k.conname, period.attname AS period
+                FROM pg_constraint k
+                JOIN pg_class t ON t.oid = k.conrelid
+                JOIN pg_namespace n ON n.oid = t.relnamespace AND n.nspname = 'raw'
+                JOIN pg_attribute metric
+                    ON metric.attrelid = k.conrelid AND metric.attnum = k.conkey[1]
+                JOIN pg_attribute period
+                    ON period.attrelid = k.conrelid AND period.attnum = k.conkey[2]
+                WHERE k.contype = 'p' AND cardinality(k.conkey) = 2
+                  AND metric.attname = 'metric' AND period.attname IN ('hour', 'day')
+            LOOP
+                EXECUTE format(
+                    'ALTER TABLE %s DROP CONSTRAINT %I, ADD PRIMARY KEY (%I, metric)',
+                    keyed.tbl, keyed.conname, keyed.period
+                );
+            END LOOP;
+        END $$;
+        """,
+    ),
 )
 
 

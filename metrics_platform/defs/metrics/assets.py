@@ -544,6 +544,7 @@ def build_daily_values(
         ids = metric_store.register_metrics(COMPLETENESS_SPECS)
         totals = _DailyTotals(computed)
         aggregations: dict[int, str] = {}
+        known_ids: dict[str, int] = {}
 
         def piece(first: datetime, last: datetime) -> pd.DataFrame:
             """The days of [first, last), local midnights of the business time zone."""
@@ -565,8 +566,13 @@ def build_daily_values(
             names = {DAY_COMPLETE}
             for frame in frames.values():
                 names |= set(frame["metric"]) if len(frame) else set()
+            unknown = names - known_ids.keys()
+            if unknown:  # each name is looked up once per run, not once per piece
+                known_ids.update(metric_store.metric_ids(unknown))
             daily = combine_daily(
-                rolled_up, {**frames, PLATFORM_SOURCE: own}, metric_store.metric_ids(names)
+                rolled_up,
+                {**frames, PLATFORM_SOURCE: own},
+                {name: known_ids[name] for name in names if name in known_ids},
             )
             # A disabled source's own days (not rolled up from its kept hours) stay as stored.
             kept = keep_unread_sources(

@@ -29,8 +29,9 @@ def raw_asset(
     **kwargs,
 ):
     """`@dg.asset` for a raw source table `raw.<name>` of (period, metric, value) rows: in its
-    source's group, partitioned, backfilled in one run, keyed by (metric, period), with its
-    checks (name, description) declared beside it."""
+    source's group, partitioned, backfilled in one run, with its
+    checks (name, description) declared beside it. Keyed by (period, metric): the key's index
+    serves every slice a run writes or reads, whatever the table's span."""
     return dg.asset(
         key=key,
         group_name=source,
@@ -40,7 +41,9 @@ def raw_asset(
         retry_policy=retry_policy,
         metadata={
             "partition_expr": period,
-            "primary_key": ["metric", period],
+            # The period first: every write and read of a raw table is a window of periods
+            # (a partition, a range, a piece), which this key's index serves directly.
+            "primary_key": [period, "metric"],
             SOURCE_METADATA_KEY: source,
             "dagster/column_schema": raw_table_schema(period),
         },

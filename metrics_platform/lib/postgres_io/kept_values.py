@@ -28,6 +28,7 @@ from dagster._core.storage.db_io_manager import TableSlice
 from psycopg2 import sql
 
 from metrics_platform.lib.postgres_io.client import slice_condition, table_identifier
+from metrics_platform.lib.postgres_io.pieces import time_dimension
 
 ALLOW_FEWER_VALUES_TAG = "metrics_platform/allow_fewer_values"
 # Definition metadata naming the source a table's rows come from, for messages.
@@ -47,13 +48,6 @@ class Loss:
         shown = ", ".join(f"{key} ({n})" for key, n in biggest[:EXAMPLES])
         more = f" and {len(biggest) - EXAMPLES} more" if len(biggest) > EXAMPLES else ""
         return f"{self.rows} stored value(s) of {len(biggest)} key(s): {shown}{more}"
-
-
-def _time_dimension(table_slice: TableSlice):
-    for dimension in table_slice.partition_dimensions or []:
-        if isinstance(dimension.partitions, TimeWindow):
-            return dimension
-    return None
 
 
 def _periods_in_window(window: TimeWindow, is_date: bool) -> int:
@@ -79,7 +73,7 @@ def values_lost(
 
     `key` is the table's primary key: the slice's time column and one more column (the
     metric). Tables keyed otherwise are not checked."""
-    dimension = _time_dimension(table_slice)
+    dimension = time_dimension(table_slice)
     if dimension is None or not types:
         return None
     period = dimension.partition_expr
@@ -163,7 +157,7 @@ def fewer_values_allowed(context) -> bool:
 def window_label(table_slice: TableSlice, types: Mapping | None = None) -> str:
     """The slice's window, half-open: UTC hours (`2026-11-01T00:00Z..2026-11-02T00:00Z`), or
     the dates of a table partitioned by day (`2026-11-01..2026-11-02`)."""
-    dimension = _time_dimension(table_slice)
+    dimension = time_dimension(table_slice)
     if dimension is None:
         return "the whole table"
     start, end = dimension.partitions.start, dimension.partitions.end

@@ -87,12 +87,18 @@ class StoredWindow:
         return cls(start, end, read)
 
 
-def window_of(table_slice: TableSlice) -> TimeWindow | None:
-    """The slice's time window, if it has one."""
+def time_dimension(table_slice: TableSlice) -> TablePartitionDimension | None:
+    """The slice's time dimension (its column and window), if it has one."""
     for dimension in table_slice.partition_dimensions or []:
         if isinstance(dimension.partitions, TimeWindow):
-            return dimension.partitions
+            return dimension
     return None
+
+
+def window_of(table_slice: TableSlice) -> TimeWindow | None:
+    """The slice's time window, if it has one."""
+    dimension = time_dimension(table_slice)
+    return dimension.partitions if dimension is not None else None
 
 
 def sub_slice(table_slice: TableSlice, start: Period, end: Period) -> TableSlice:

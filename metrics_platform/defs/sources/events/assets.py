@@ -1,6 +1,6 @@
 """The raw event assets: hourly counts and percentiles, and daily percentiles from raw timings."""
 
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
 import dagster as dg
 import pandas as pd
@@ -117,12 +117,30 @@ def events_daily_timings(
     context: dg.AssetExecutionContext, event_log: EventLog, metric_store: MetricStore
 ):
     """Latency percentiles per event type for every day, computed from the day's raw timings."""
+    window = context.partition_time_window  # local midnights of the business time zone
     start, end = utc_window(context)
-    with source_failures(context):
-        rows = event_log.stats(start, end, by="day", timezone=BUSINESS_TIMEZONE)
-        frame = normalize_daily(rows, event_log.percentiles)
-    metric_store.register_metrics(metric_specs(frame["metric"], event_log))
+    names = EventTypeNames(event_log.percentiles)
     totals = RawTotals()
-    totals.add(frame, read=len(rows))
-    yield dg.Output(frame, metadata=_metadata(start, end, totals))
+    registered: set[str] = set()
+
+    def piece(first: datetime, last: datetime) -> pd.DataFrame:
+        with source_failures(context):
+            rows = event_log.stats(
+                first.astimezone(timezone.utc),
+                last.astimezone(timezone.utc),
+                by="day",
+                timezone=BUSINESS_TIMEZONE,
+            )
+            frame = normalize_daily(rows, event_log.percentiles, names)
+        new = set(frame["metric"].unique()) - registered
+        if new:
+            metric_store.register_metrics(metric_specs(pd.Series(sorted(new)), event_log))
+            registered.update(new)
+        return totals.add(frame, read=len(rows))
+
+    # A day has a row per percentile metric, a 24th of that per hour.
+    percentiles = [n for n in metric_store.source_metrics(SOURCE) if ".duration.p" in n]
+    hours = piece_hours(max(1, len(percentiles) // 24))
+    windows = sub_windows(window.start, window.end, hours)
+    yield output_in_pieces(windows, piece, lambda: _metadata(start, end, totals), days=True)
     yield totals.non_negative(NON_NEGATIVE)

@@ -112,12 +112,15 @@ def normalize_hourly(
     return frame
 
 
-def normalize_daily(rows: Sequence[tuple], percentiles: Sequence[int]) -> pd.DataFrame:
-    """(day, type, events, errors, percentiles) rows -> (day, metric, value) percentile rows."""
-    days, names, values = _explode(rows, percentiles, counts=False)
-    if not names:
+def normalize_daily(
+    rows: Sequence[tuple], percentiles: Sequence[int], names: EventTypeNames | None = None
+) -> pd.DataFrame:
+    """(day, type, events, errors, percentiles) rows -> (day, metric, value) percentile rows.
+    `names` carries the types' names across the pieces of one window."""
+    days, metrics, values = _explode(rows, percentiles, counts=False, names=names)
+    if not metrics:
         return empty_daily_frame()
-    return daily_metric_frame(SOURCE, days, names, values)
+    return daily_metric_frame(SOURCE, days, metrics, values)
 
 
 def known_counters(metric_names: Iterable[str], *, with_errors: bool) -> list[str]:
