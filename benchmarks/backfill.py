@@ -69,9 +69,9 @@ def _install_timers() -> None:
     real_handle, real_load = DbIOManager.handle_output, DbIOManager.load_input
     real_read = StoredWindow.read
 
-    def read(self, start, end):
+    def read(self, start, end, where=None):
         began = time.perf_counter()
-        frame = real_read(self, start, end)
+        frame = real_read(self, start, end, where)
         seconds = time.perf_counter() - began
         Timers.io_load += seconds
         # Not the asset's time: inside a piece's making while its output is written, else

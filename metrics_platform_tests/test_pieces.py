@@ -62,6 +62,11 @@ def values_in_pieces(context: dg.AssetExecutionContext, config: PiecesConfig):
     )
 
 
+class CopiesConfig(dg.Config):
+    only: list[str] = []  # read only the rows of these values of `column`
+    column: str = "metric"
+
+
 @dg.asset(
     key=dg.AssetKey(["test_io", "copies"]),
     partitions_def=hourly_partitions,
@@ -69,12 +74,13 @@ def values_in_pieces(context: dg.AssetExecutionContext, config: PiecesConfig):
     ins={"values": dg.AssetIn(key=VALUES_KEY)},
     metadata={"partition_expr": "hour", "primary_key": ["metric", "hour"]},
 )
-def copies(context: dg.AssetExecutionContext, values: StoredWindow):
+def copies(context: dg.AssetExecutionContext, values: StoredWindow, config: CopiesConfig):
     read = []
+    where = {config.column: config.only} if config.only else None
 
     def pieces():
         for start, end in sub_windows(values.start, values.end, WEEK):
-            frame = values.read(start, end)
+            frame = values.read(start, end, where=where)
             read.append(len(frame))
             yield start, end, frame.assign(value=frame["value"] * 2)
 
@@ -172,6 +178,40 @@ def test_an_input_is_read_piece_by_piece(store_url):
         "SELECT count(*) FROM pg_stat_activity WHERE application_name = "
         "'metrics_platform io_manager' AND state LIKE 'idle in transaction%%'",
     ) == [(0,)]
+
+
+def copy_of(store_url, **config):
+    with dg.instance_for_test() as instance:
+        return dg.materialize(
+            [values_in_pieces, copies],
+            selection=[copies],
+            instance=instance,
+            resources={"io_manager": PostgresPandasIOManager(url=store_url, migrate_store=False)},
+            tags=TAGS,
+            run_config={"ops": {"test_io__copies": {"config": config}}},
+            raise_on_error=False,
+        )
+
+
+def test_an_input_read_by_sub_window_can_keep_only_some_values_of_a_column(store_url):
+    run(store_url, [values_in_pieces])
+    assert copy_of(store_url, only=["beta"]).success
+    originals = {(h, m): v for h, m, v in stored(store_url)}
+    doubled = {(h, m): v for h, m, v in stored(store_url, "test_io.copies")}
+    assert doubled == {(h, m): v * 2 for (h, m), v in originals.items() if m == "beta"}
+    assert len(doubled) == 9 * 24
+
+    failed = copy_of(store_url, only=["beta"], column="no_such_column")
+    assert not failed.success
+    assert "test_io.values has no column no_such_column" in error_of(failed)
+
+
+def test_a_frame_in_memory_is_read_by_sub_window_the_same_way():
+    frame = values_frame(START, END, ValuesConfig(metrics=["alpha", "beta"]))
+    window = StoredWindow.of_frame(frame, "hour", START, END)
+    piece = window.read(START, START + timedelta(days=1), where={"metric": ["alpha"]})
+    assert set(piece["metric"]) == {"alpha"} and len(piece) == 24
+    assert len(window.read(START, START + timedelta(days=1))) == 48
 
 
 def test_a_long_range_of_hourly_values_is_computed_in_pieces_like_one(

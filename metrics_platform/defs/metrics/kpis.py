@@ -135,14 +135,14 @@ def compute_kpis(values: pd.DataFrame, period: str, kpis: Sequence[Kpi]) -> pd.D
     return pd.concat(parts, ignore_index=True)
 
 
-def _operands(
-    frame: pd.DataFrame, period: str, kpis: Sequence[Kpi], metric_store: MetricStore
-) -> pd.DataFrame:
-    """The rows of the metrics the KPIs' formulas use, named: only they are pivoted (a window
-    of every metric would be pivoted and named for a few columns)."""
+def _operand_names(kpis: Sequence[Kpi], metric_store: MetricStore) -> dict[int, str]:
+    """The catalog ids of the metrics the KPIs' formulas use, with their names: only their
+    rows are read (a window of every metric would be read for a few columns)."""
     used = sorted({metric for kpi in kpis for metric in kpi.formula.metrics})
-    names = {i: name for name, i in metric_store.metric_ids(used).items()}
-    rows = frame[frame["metric_id"].isin(list(names))] if len(frame) else frame
+    return {i: name for name, i in metric_store.metric_ids(used).items()}
+
+
+def _named(rows: pd.DataFrame, period: str, names: Mapping[int, str]) -> pd.DataFrame:
     if rows.empty:
         return pd.DataFrame({period: [], "metric": [], "value": []})
     return rows.assign(metric=rows["metric_id"].map(names))
@@ -219,14 +219,15 @@ def _kpi_asset(
             stored = as_stored_window(values, period, start.date(), end.date())
         else:
             stored = as_stored_window(values, period, start, end)
+        names = _operand_names(kpis, metric_store)
         rows = {"rows_in": 0, "rows_out": 0}
         outside: dict[str, list] = {}
 
         def piece(first: datetime, last: datetime) -> pd.DataFrame:
             if period == "day":
                 first, last = first.date(), last.date()
-            loaded = stored.read(first, last)
-            operands = _operands(loaded, period, kpis, metric_store)
+            loaded = stored.read(first, last, where={"metric_id": list(names)})
+            operands = _named(loaded, period, names)
             result = compute_kpis(operands[[period, "metric", "value"]], period, kpis)
             rows["rows_in"] += len(loaded)
             rows["rows_out"] += len(result)

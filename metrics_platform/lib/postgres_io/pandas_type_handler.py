@@ -62,7 +62,13 @@ from metrics_platform.lib.postgres_io.kept_values import (
     window_label,
     with_metric_names,
 )
-from metrics_platform.lib.postgres_io.pieces import FramePieces, StoredWindow, sub_slice, window_of
+from metrics_platform.lib.postgres_io.pieces import (
+    FramePieces,
+    StoredWindow,
+    Where,
+    sub_slice,
+    window_of,
+)
 from metrics_platform.lib.postgres_io.snapshots import StepSnapshots
 
 PREVIEW_ROWS = 5
@@ -520,19 +526,23 @@ class PostgresPandasTypeHandler(DbTypeHandler[pd.DataFrame]):
                 "cannot be read by sub-window"
             )
 
-        def read(start, end) -> pd.DataFrame:
+        def read(start, end, where: Where | None = None) -> pd.DataFrame:
             piece = sub_slice(table_slice, start, end)
             if self._snapshots is None:
-                return self._load(piece, connection)
+                return self._load(piece, connection, where)
             # In the step's snapshot, opened again if the step's output was written meanwhile.
             with self._snapshots.reading(context) as conn:
-                return self._load(piece, conn)
+                return self._load(piece, conn, where)
 
         return StoredWindow(window.start, window.end, read)
 
     def _load(
-        self, table_slice: TableSlice, connection: psycopg2.extensions.connection
+        self,
+        table_slice: TableSlice,
+        connection: psycopg2.extensions.connection,
+        where: Where | None = None,
     ) -> pd.DataFrame:
+        """The slice's rows (`where`: only those whose column holds one of the values)."""
         with connection.cursor() as cur:
             if not table_exists(cur, table_slice):
                 return pd.DataFrame(columns=list(table_slice.columns or []))
@@ -544,6 +554,13 @@ class PostgresPandasTypeHandler(DbTypeHandler[pd.DataFrame]):
                     f"{table_slice.schema}.{table_slice.table} has no column(s) {', '.join(unknown)}"
                 )
             condition, params = slice_condition(table_slice.partition_dimensions, types)
+            for column, values in (where or {}).items():
+                if column not in types:
+                    raise WriteError(
+                        f"{table_slice.schema}.{table_slice.table} has no column {column}"
+                    )
+                condition = sql.SQL("{} AND {} = ANY(%s)").format(condition, sql.Identifier(column))
+                params = [*params, list(values)]
             query = sql.SQL("SELECT {columns} FROM {table} WHERE {condition}").format(
                 columns=sql.SQL(", ").join(_select_expression(name, types[name]) for name in names),
                 table=table_identifier(table_slice),

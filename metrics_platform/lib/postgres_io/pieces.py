@@ -63,25 +63,36 @@ def output_in_pieces(
     return dg.Output(FramePieces(made, produced), metadata=dict(metadata or {}))
 
 
+Where = Mapping[str, Sequence[object]]
+
+
 class StoredWindow:
     """An input's window (`start`, `end`), read sub-window by sub-window: `read(start, end)`
     gives the rows of [start, end), which must lie inside it (datetimes, or dates for a table
-    of days)."""
+    of days); `where={column: values}` keeps only the rows whose column holds one of the
+    values (read so by the store, e.g. the few metrics a computation uses)."""
 
-    def __init__(self, start: Period, end: Period, read: Callable[[Period, Period], pd.DataFrame]):
+    def __init__(
+        self,
+        start: Period,
+        end: Period,
+        read: Callable[[Period, Period, Where | None], pd.DataFrame],
+    ):
         self.start, self.end = start, end
         self._read = read
 
-    def read(self, start: Period, end: Period) -> pd.DataFrame:
-        return self._read(start, end)
+    def read(self, start: Period, end: Period, where: Where | None = None) -> pd.DataFrame:
+        return self._read(start, end, where)
 
     @classmethod
     def of_frame(cls, frame: pd.DataFrame, period: str, start: Period, end: Period):
         """A frame already in memory, read the same way (rows of `period` in [start, end))."""
 
-        def read(piece_start: Period, piece_end: Period) -> pd.DataFrame:
+        def read(piece_start: Period, piece_end: Period, where: Where | None) -> pd.DataFrame:
             column = frame[period]
             inside = (column >= piece_start) & (column < piece_end)
+            for name, values in (where or {}).items():
+                inside &= frame[name].isin(list(values))
             return frame[inside].reset_index(drop=True)
 
         return cls(start, end, read)

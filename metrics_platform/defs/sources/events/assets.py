@@ -1,5 +1,6 @@
 """The raw event assets: hourly counts and percentiles, and daily percentiles from raw timings."""
 
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta, timezone
 
 import dagster as dg
@@ -31,7 +32,7 @@ DAILY_KEY = dg.AssetKey(["raw", "events_daily_timings"])
 NON_NEGATIVE = "values_non_negative"
 
 
-def metric_specs(names: pd.Series, event_log: EventLog) -> list[MetricSpec]:
+def metric_specs(names: Iterable[str], event_log: EventLog) -> list[MetricSpec]:
     specs = []
     for name in sorted(set(names)):
         if ".duration.p" in name:
@@ -50,6 +51,19 @@ def metric_specs(names: pd.Series, event_log: EventLog) -> list[MetricSpec]:
         else:
             specs.append(MetricSpec(name, "sum", SOURCE, "events", "Events of this type."))
     return specs
+
+
+def _registering(metric_store: MetricStore, event_log: EventLog) -> Callable[[pd.DataFrame], None]:
+    """A function that registers the metrics of a piece's frame, each once per run."""
+    registered: set[str] = set()
+
+    def register(frame: pd.DataFrame) -> None:
+        new = set(frame["metric"].unique()) - registered
+        if new:
+            metric_store.register_metrics(metric_specs(new, event_log))
+            registered.update(new)
+
+    return register
 
 
 def _metadata(start, end, totals: RawTotals) -> dict:
@@ -87,7 +101,7 @@ def events_hourly(
         width = max(1, len(types)) * (2 + len(event_log.percentiles))
         windows = sub_windows(start, end, piece_hours(width))
     totals = RawTotals()
-    registered: set[str] = set()
+    register = _registering(metric_store, event_log)
 
     def piece(piece_start: datetime, piece_end: datetime) -> pd.DataFrame:
         with source_failures(context):
@@ -96,10 +110,7 @@ def events_hourly(
         # Every hour read has a count for every known type: 0 when none of its events happened.
         counters = known_counters([*frame["metric"].unique(), *known], with_errors=with_errors)
         frame = fill_zeros(frame, counters, window_hours(piece_start, piece_end))
-        new = set(frame["metric"].unique()) - registered
-        if new:
-            metric_store.register_metrics(metric_specs(pd.Series(sorted(new)), event_log))
-            registered.update(new)
+        register(frame)
         return totals.add(frame, read=len(rows))
 
     yield output_in_pieces(windows, piece, lambda: _metadata(start, end, totals))
@@ -121,7 +132,7 @@ def events_daily_timings(
     start, end = utc_window(context)
     names = EventTypeNames(event_log.percentiles)
     totals = RawTotals()
-    registered: set[str] = set()
+    register = _registering(metric_store, event_log)
 
     def piece(first: datetime, last: datetime) -> pd.DataFrame:
         with source_failures(context):
@@ -132,10 +143,7 @@ def events_daily_timings(
                 timezone=BUSINESS_TIMEZONE,
             )
             frame = normalize_daily(rows, event_log.percentiles, names)
-        new = set(frame["metric"].unique()) - registered
-        if new:
-            metric_store.register_metrics(metric_specs(pd.Series(sorted(new)), event_log))
-            registered.update(new)
+        register(frame)
         return totals.add(frame, read=len(rows))
 
     # A day has a row per percentile metric, a 24th of that per hour.
