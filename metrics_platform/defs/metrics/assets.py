@@ -1,6 +1,6 @@
 """Hourly values from every raw source, and their daily rollups."""
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import date, datetime, timedelta, timezone
 
 import dagster as dg
@@ -72,6 +72,22 @@ COMPLETENESS_SPECS = (
 
 def _window_metadata(context: dg.AssetExecutionContext) -> dict[str, dg.MetadataValue]:
     return window_metadata(*utc_window(context))
+
+
+class _MetricIds:
+    """Catalog ids by metric name for one run: each name looked up once, not once per piece."""
+
+    def __init__(self, metric_store: MetricStore):
+        self._metric_store = metric_store
+        self._known: dict[str, int] = {}
+
+    def of(self, names: Iterable[str]) -> dict[str, int]:
+        """The ids of those of `names` the catalog has."""
+        names = set(names)
+        unknown = names - self._known.keys()
+        if unknown:
+            self._known.update(self._metric_store.metric_ids(unknown))
+        return {name: self._known[name] for name in names if name in self._known}
 
 
 def _with_ids(rows: pd.DataFrame, ids: dict[str, int]) -> pd.DataFrame:
@@ -335,7 +351,7 @@ def build_hourly_values(
         windows = {name: as_stored_window(w, "hour", start, end) for name, w in raw.items()}
         metric_store.register_metrics(COMPLETENESS_SPECS)
         totals = _HourlyTotals(raw, expected_metrics)
-        known_ids: dict[str, int] = {}
+        known_ids = _MetricIds(metric_store)
 
         def piece(piece_start: datetime, piece_end: datetime) -> pd.DataFrame:
             frames = {name: window.read(piece_start, piece_end) for name, window in windows.items()}
@@ -345,10 +361,7 @@ def build_hourly_values(
             names = set()
             for frame in frames.values():
                 names.update(frame["metric"].unique() if len(frame) else ())
-            unknown = names - known_ids.keys()
-            if unknown:  # each name is looked up once per run, not once per piece
-                known_ids.update(metric_store.metric_ids(unknown))
-            ids = {name: known_ids[name] for name in names if name in known_ids}
+            ids = known_ids.of(names)
             values = combine_sources(frames, ids)
             kept = keep_unread_sources(
                 context, metric_store, "hourly_values", piece_start, piece_end, read_sources, values
@@ -544,7 +557,7 @@ def build_daily_values(
         ids = metric_store.register_metrics(COMPLETENESS_SPECS)
         totals = _DailyTotals(computed)
         aggregations: dict[int, str] = {}
-        known_ids: dict[str, int] = {}
+        known_ids = _MetricIds(metric_store)
 
         def piece(first: datetime, last: datetime) -> pd.DataFrame:
             """The days of [first, last), local midnights of the business time zone."""
@@ -566,14 +579,7 @@ def build_daily_values(
             names = {DAY_COMPLETE}
             for frame in frames.values():
                 names |= set(frame["metric"]) if len(frame) else set()
-            unknown = names - known_ids.keys()
-            if unknown:  # each name is looked up once per run, not once per piece
-                known_ids.update(metric_store.metric_ids(unknown))
-            daily = combine_daily(
-                rolled_up,
-                {**frames, PLATFORM_SOURCE: own},
-                {name: known_ids[name] for name in names if name in known_ids},
-            )
+            daily = combine_daily(rolled_up, {**frames, PLATFORM_SOURCE: own}, known_ids.of(names))
             # A disabled source's own days (not rolled up from its kept hours) stay as stored.
             kept = keep_unread_sources(
                 context,
