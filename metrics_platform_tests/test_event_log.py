@@ -19,7 +19,12 @@ import pytest
 import sqlalchemy
 from dagster._core.events import DagsterEvent, StepMaterializationData
 from dagster._core.events.log import EventLogEntry
-from dagster._core.storage.event_log.schema import AssetEventTagsTable, SqlEventLogStorageTable
+from dagster._core.storage.event_log.base import PartitionKeyFilter
+from dagster._core.storage.event_log.schema import (
+    AssetCheckExecutionsTable,
+    AssetEventTagsTable,
+    SqlEventLogStorageTable,
+)
 from dagster._core.storage.partition_status_cache import get_and_update_asset_status_cache_value
 from dagster._serdes import deserialize_value, serialize_value
 
@@ -85,6 +90,22 @@ def _instance(tmp_path, url: str, module: str, cls: str) -> dg.DagsterInstance:
     home.mkdir()
     (home / "dagster.yaml").write_text(INSTANCE_YAML.format(url=url, module=module, cls=cls))
     return dg.DagsterInstance.from_config(str(home))
+
+
+def _batched(tmp_path, postgres_server, dbname: str) -> dg.DagsterInstance:
+    """An instance whose event log storage is the repository's, on a database of its own."""
+    url = new_database(postgres_server, dbname)
+    return _instance(
+        tmp_path, url, "metrics_platform.lib.event_log", "BatchedPostgresEventLogStorage"
+    )
+
+
+def _ranges_and_one_partition(instance: dg.DagsterInstance) -> tuple[list[str], str]:
+    """The range runs of `_run_both_ranges`, then a run of a single partition (its id)."""
+    run_ids = _run_both_ranges(instance)
+    single = dg.materialize([numbers], instance=instance, partition_key="2026-01-05-00:00")
+    assert single.success
+    return run_ids, single.run_id
 
 
 def _run_both_ranges(instance: dg.DagsterInstance) -> list[str]:
@@ -251,17 +272,12 @@ def test_a_range_s_figures_are_stored_once_on_its_last_partition(tmp_path, postg
     """A range run's metadata is the whole range's: it is stored
     once, on the range's last partition; every other partition says where to find it instead
     of carrying a copy. A run of one partition is stored as dagster-postgres stores it."""
-    url = new_database(postgres_server, "events_metadata")
-    with _instance(
-        tmp_path, url, "metrics_platform.lib.event_log", "BatchedPostgresEventLogStorage"
-    ) as instance:
-        run_ids = _run_both_ranges(instance)
-        single = dg.materialize([numbers], instance=instance, partition_key="2026-01-05-00:00")
-        assert single.success
+    with _batched(tmp_path, postgres_server, "events_metadata") as instance:
+        run_ids, single_run_id = _ranges_and_one_partition(instance)
         records = instance.fetch_materializations(numbers.key, limit=1000).records
         planned = [
             record
-            for run_id in [*run_ids, single.run_id]
+            for run_id in [*run_ids, single_run_id]
             for record in instance.get_records_for_run(
                 run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED
             ).records
@@ -289,8 +305,8 @@ def test_a_range_s_figures_are_stored_once_on_its_last_partition(tmp_path, postg
         for record in planned
     }
     assert len(by_run) == len(planned) == 4
-    assert by_run[single.run_id].partition == "2026-01-05-00:00"
-    assert by_run[single.run_id].partitions_subset is None
+    assert by_run[single_run_id].partition == "2026-01-05-00:00"
+    assert by_run[single_run_id].partitions_subset is None
     assert sorted(len(e.partitions_subset or []) for e in by_run.values()) == [0, 6, 12, 48]
 
 
@@ -302,10 +318,7 @@ def test_the_storage_turns_batching_on_unless_the_operator_chose(
         monkeypatch.delenv(EVENT_BATCH_SIZE_ENV, raising=False)
     else:
         monkeypatch.setenv(EVENT_BATCH_SIZE_ENV, preset)
-    url = new_database(postgres_server, "events_env")
-    with _instance(
-        tmp_path, url, "metrics_platform.lib.event_log", "BatchedPostgresEventLogStorage"
-    ):
+    with _batched(tmp_path, postgres_server, "events_env"):
         assert os.environ[EVENT_BATCH_SIZE_ENV] == (preset or "1000")
 
 
@@ -346,10 +359,7 @@ def test_a_range_s_materializations_are_serialized_as_dagster_serializes_them():
 
 
 def test_the_stored_materializations_are_the_events_dagster_serializes(tmp_path, postgres_server):
-    url = new_database(postgres_server, "events_text")
-    with _instance(
-        tmp_path, url, "metrics_platform.lib.event_log", "BatchedPostgresEventLogStorage"
-    ) as instance:
+    with _batched(tmp_path, postgres_server, "events_text") as instance:
         _run_both_ranges(instance)
         with instance.event_log_storage.index_connection() as conn:
             table = SqlEventLogStorageTable
@@ -365,3 +375,61 @@ def test_the_stored_materializations_are_the_events_dagster_serializes(tmp_path,
         assert entry.get_dagster_event().partition == partition
         moment = datetime.fromtimestamp(entry.timestamp, timezone.utc).replace(tzinfo=None)
         assert moment == timestamp
+
+
+def _check_rows(instance: dg.DagsterInstance) -> list[tuple]:
+    """(run id, partition, status, whether the row holds its own copy of the event)."""
+    table = AssetCheckExecutionsTable
+    with instance.event_log_storage.index_connection() as conn:
+        return conn.execute(
+            sqlalchemy.select(
+                table.c.run_id,
+                table.c.partition,
+                table.c.execution_status,
+                table.c.evaluation_event.isnot(None),
+            )
+        ).all()
+
+
+def test_a_range_s_check_rows_name_their_event_instead_of_copying_it(tmp_path, postgres_server):
+    """A range run's check rows (one per partition and check) name the planned or evaluation
+    event they hold by its event log id instead of each carrying a copy of it: every read of
+    a check execution still returns the event, even after the run's events are deleted."""
+    with _batched(tmp_path, postgres_server, "events_checks") as instance:
+        run_ids, single_run_id = _ranges_and_one_partition(instance)
+        rows = _check_rows(instance)
+        storage = instance.event_log_storage
+        check_key = next(iter(numbers.check_keys))
+
+        # Stored: a range's rows without a copy; a single partition's as dagster-postgres does.
+        assert {copied for run_id, *_, copied in rows if run_id in run_ids} == {False}
+        assert [copied for run_id, *_, copied in rows if run_id == single_run_id] == [True]
+
+        # Read: every record carries its event, of the type its status says.
+        history = storage.get_asset_check_execution_history(check_key, limit=1000)
+        assert len(history) == 48 + 12 + 6 + 1
+        for record in history:
+            assert record.event is not None
+            expected = (
+                dg.DagsterEventType.ASSET_CHECK_EVALUATION_PLANNED
+                if record.status.value == "PLANNED"
+                else dg.DagsterEventType.ASSET_CHECK_EVALUATION
+            )
+            assert record.event.dagster_event_type == expected
+            assert record.event.run_id == record.run_id
+        succeeded = [r for r in history if r.status.value == "SUCCEEDED"]
+        assert {r.evaluation.passed for r in succeeded} == {True}
+        latest = storage.get_latest_asset_check_execution_by_key(
+            [check_key], partition_filter=PartitionKeyFilter(key="2026-01-01-07:00")
+        )[check_key]
+        assert (latest.run_id, latest.partition) == (run_ids[0], "2026-01-01-07:00")
+        assert latest.evaluation.passed and latest.evaluation.check_name == check_key.name
+        infos = storage.get_asset_check_partition_info([check_key])
+        assert len(infos) == 48 + 12 + 6 + 1
+
+        # A deleted run's check rows keep their events (Dagster keeps the rows).
+        instance.delete_run(run_ids[0])
+        after = storage.get_asset_check_execution_history(check_key, limit=1000)
+        assert [(r.id, r.status, r.event) for r in after] == [
+            (r.id, r.status, r.event) for r in history
+        ]

@@ -9,14 +9,14 @@ partition, 22 minutes of bookkeeping for a year of one graph. This storage write
 such events with one `COPY` (their ids drawn from the table's sequence first; then their tags
 with another `COPY` and each asset's latest event, in one transaction), serializes a range's
 materializations by writing each one's partition and timestamp into the first one's text
-(`RangeSerializer`: they differ in nothing else), and writes the check rows with one serialized
-event and one `COPY`: about 2 ms per partition (measured by `benchmarks/`).
+(`RangeSerializer`: they differ in nothing else), and writes the check rows with one `COPY`:
+about 2 ms per partition (measured by `benchmarks/`).
 
 Batches only reach an event log storage when `DAGSTER_EVENT_BATCH_SIZE` is set in the process
 that runs the job; this storage sets it to 1,000 in its own process unless it is already set,
 so that a run worker configured with this storage batches whatever launched it.
 
-Three things it stores differently, on purpose:
+Four things it stores differently, on purpose:
 
 - A range run plans each asset with one "materialization planned" event for its whole range
   (Dagster's partition-subset form), not one per partition: a year of hourly partitions stored
@@ -34,6 +34,14 @@ Three things it stores differently, on purpose:
   leaves every planned row PLANNED for good. Here the evaluation resolves the run's planned
   rows of that check, each keeping its partition (`_update_asset_check_evaluation`).
 
+- A range run's check rows (one per partition and check) name their planned or evaluation
+  event by its event log id (`evaluation_event_storage_id`, which every row has) instead of
+  each carrying a copy of it: a year of hourly partitions stored 8,760 copies of each check's
+  event, about 60% of the run's records. The reads of check executions
+  (`get_asset_check_execution_history`, `get_latest_asset_check_execution_by_key`) return the
+  named event, and deleting a run's events copies them into its check rows first, which Dagster
+  keeps. A single partition's row carries its copy, as dagster-postgres's does.
+
 - A range run's materializations, one per partition, all carry the run's metadata (rows read
   and written, previews: the whole range's figures). They are stored once, on the range's last
   partition, with a `partition_range` entry naming the range; every other partition's
@@ -48,7 +56,8 @@ lever for this cost (`DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS`) gives up
 that differs is a range run's own event list: one planned event per asset, not per partition.
 
 The class overrides internals of `dagster_postgres.PostgresEventLogStorage` (`store_event_batch`,
-`_store_asset_check_evaluation_planned`, the two reads above) and relies on helpers of
+`_store_asset_check_evaluation_planned`, `_update_asset_check_evaluation`,
+`delete_events_for_run`, the reads above) and relies on helpers of
 `SqlEventLogStorage`: valid for the pinned dagster / dagster-postgres versions;
 `test_event_log.py` compares what it stores with dagster-postgres's own class and must pass
 before either pin moves.
@@ -60,10 +69,12 @@ import itertools
 import json
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from datetime import datetime
 from typing import cast
 
-from dagster import AssetKey, MetadataValue
+import sqlalchemy as db
+from dagster import AssetCheckKey, AssetKey, MetadataValue
 from dagster._core.definitions.partitions.subset import PartitionsSubset
 from dagster._core.events import (
     AssetCheckEvaluation,
@@ -73,14 +84,17 @@ from dagster._core.events import (
     StepMaterializationData,
 )
 from dagster._core.events.log import EventLogEntry
-from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
-from dagster._core.storage.event_log.base import PlannedMaterializationInfo
+from dagster._core.storage.asset_check_execution_record import (
+    AssetCheckExecutionRecord,
+    AssetCheckExecutionRecordStatus,
+)
+from dagster._core.storage.event_log.base import PartitionKeyFilter, PlannedMaterializationInfo
 from dagster._core.storage.event_log.schema import (
     AssetCheckExecutionsTable,
     AssetEventTagsTable,
     SqlEventLogStorageTable,
 )
-from dagster._core.storage.sqlalchemy_compat import db_select
+from dagster._core.storage.sqlalchemy_compat import db_fetch_mappings, db_select, db_subquery
 from dagster._serdes import deserialize_value, serialize_value
 from dagster_postgres.event_log import PostgresEventLogStorage
 from dagster_postgres.utils import get_token_provider_from_config, pg_url_from_config
@@ -162,6 +176,22 @@ def _planned_subset(serialized: str) -> PartitionsSubset | None:
     """The range a stored planned event without a partition plans; None for an unpartitioned
     run."""
     return deserialize_value(serialized, EventLogEntry).get_dagster_event().partitions_subset
+
+
+def _evaluation_event():
+    """A check row's event: its own copy, or, for a row of a range run, which names its event
+    by `evaluation_event_storage_id` instead of copying it, that event log row's text."""
+    checks, events = AssetCheckExecutionsTable, SqlEventLogStorageTable
+    named = (
+        db_select([events.c.event])
+        .where(events.c.id == checks.c.evaluation_event_storage_id)
+        .scalar_subquery()
+    )
+    # COALESCE evaluates the lookup only for rows without a copy.
+    return db.func.coalesce(checks.c.evaluation_event, named).label("evaluation_event")
+
+
+_CHECK_RECORD_COLUMNS = ("id", "run_id", "execution_status", "create_timestamp", "partition")
 
 
 class RangeSerializer:
@@ -449,17 +479,20 @@ class BatchedPostgresEventLogStorage(PostgresEventLogStorage):
     def _store_asset_check_evaluation_planned(
         self, event: EventLogEntry, event_id: int | None
     ) -> None:
-        """One row per partition of the planned check, as dagster-postgres writes them, with the
-        event serialized once and the rows written by one `COPY`."""
+        """One row per partition of the planned check, as dagster-postgres writes them, with one
+        `COPY`. A range's rows name the planned event by its event log id instead of each
+        carrying a copy of it (the reads below return it); a single partition's row, or an
+        unpartitioned check's, carries its copy as dagster-postgres's does."""
         planned = cast(AssetCheckEvaluationPlanned, event.get_dagster_event().event_specific_data)
         subset = planned.partitions_subset
         partition_keys = subset.get_partition_keys() if subset else [None]
+        by_reference = len(partition_keys) > 1 and event_id is not None
         common = (
             planned.asset_key.to_string(),
             planned.check_name,
             event.run_id,
             AssetCheckExecutionRecordStatus.PLANNED.value,
-            serialize_value(event),
+            None if by_reference else serialize_value(event),
             self._event_insert_timestamp(event),
             event_id,
         )
@@ -482,7 +515,8 @@ class BatchedPostgresEventLogStorage(PostgresEventLogStorage):
 
     def _update_asset_check_evaluation(self, event: EventLogEntry, event_id: int | None) -> None:
         """An evaluation without a partition, in a run that planned the check per partition
-        (a range run), resolves each of those planned rows; anything else as dagster-postgres."""
+        (a range run), resolves each of those planned rows (a range's by naming the evaluation's
+        event log id instead of copying it into each); anything else as dagster-postgres."""
         evaluation = cast(AssetCheckEvaluation, event.get_dagster_event().event_specific_data)
         if evaluation.partition is not None:
             return super()._update_asset_check_evaluation(event, event_id)
@@ -505,7 +539,15 @@ class BatchedPostgresEventLogStorage(PostgresEventLogStorage):
                 )
                 .values(
                     execution_status=status.value,
-                    evaluation_event=serialize_value(event),
+                    # Rows that name their planned event name their evaluation.
+                    evaluation_event=(
+                        serialize_value(event)
+                        if event_id is None
+                        else db.case(
+                            (table.c.evaluation_event.is_(None), None),
+                            else_=serialize_value(event),
+                        )
+                    ),
                     evaluation_event_timestamp=self._event_insert_timestamp(event),
                     evaluation_event_storage_id=event_id,
                     materialization_event_storage_id=target.storage_id if target else None,
@@ -513,3 +555,86 @@ class BatchedPostgresEventLogStorage(PostgresEventLogStorage):
             ).rowcount
         if not resolved:
             super()._update_asset_check_evaluation(event, event_id)
+
+    # Reads of check executions: a range's rows name their event instead of copying it.
+
+    def get_asset_check_execution_history(
+        self,
+        check_key: AssetCheckKey,
+        limit: int,
+        cursor: int | None = None,
+        status: AbstractSet[AssetCheckExecutionRecordStatus] | None = None,
+        partition_filter: PartitionKeyFilter | None = None,
+    ) -> Sequence[AssetCheckExecutionRecord]:
+        """dagster-postgres's query (newest first, paged by row id), each row with its event."""
+        table = AssetCheckExecutionsTable
+        query = (
+            db_select([*(table.c[name] for name in _CHECK_RECORD_COLUMNS), _evaluation_event()])
+            .where(
+                table.c.asset_key == check_key.asset_key.to_string(),
+                table.c.check_name == check_key.name,
+                self._get_asset_check_partition_filter_clause(partition_filter),
+            )
+            .order_by(table.c.id.desc())
+            .limit(limit)
+        )
+        if cursor:
+            query = query.where(table.c.id < cursor)
+        if status:
+            query = query.where(table.c.execution_status.in_([s.value for s in status]))
+        with self.index_connection() as conn:
+            rows = db_fetch_mappings(conn, query)
+        return [AssetCheckExecutionRecord.from_db_row(row, key=check_key) for row in rows]
+
+    def get_latest_asset_check_execution_by_key(
+        self,
+        check_keys: Sequence[AssetCheckKey],
+        partition_filter: PartitionKeyFilter | None = None,
+    ) -> Mapping[AssetCheckKey, AssetCheckExecutionRecord]:
+        """dagster-postgres's query (each check's row of highest id), each row with its
+        event."""
+        if not check_keys:
+            return {}
+        table = AssetCheckExecutionsTable
+        latest = db_subquery(
+            db_select([db.func.max(table.c.id).label("id")])
+            .where(
+                table.c.asset_key.in_([key.asset_key.to_string() for key in check_keys]),
+                table.c.check_name.in_([key.name for key in check_keys]),
+                self._get_asset_check_partition_filter_clause(partition_filter),
+            )
+            .group_by(table.c.asset_key, table.c.check_name)
+        )
+        query = db_select(
+            [
+                *(table.c[name] for name in _CHECK_RECORD_COLUMNS),
+                table.c.asset_key,
+                table.c.check_name,
+                _evaluation_event(),
+            ]
+        ).select_from(table.join(latest, table.c.id == latest.c.id))
+        with self.index_connection() as conn:
+            rows = db_fetch_mappings(conn, query)
+        records = {}
+        for row in rows:
+            key = AssetCheckKey(
+                asset_key=cast(AssetKey, AssetKey.from_db_string(row["asset_key"])),
+                name=row["check_name"],
+            )
+            records[key] = AssetCheckExecutionRecord.from_db_row(row, key=key)
+        return records
+
+    def delete_events_for_run(self, conn, run_id: str) -> None:
+        """Dagster keeps a deleted run's check rows: those that name one of its events get a
+        copy of it first."""
+        checks, events = AssetCheckExecutionsTable, SqlEventLogStorageTable
+        conn.execute(
+            checks.update()
+            .where(
+                checks.c.run_id == run_id,
+                checks.c.evaluation_event.is_(None),
+                checks.c.evaluation_event_storage_id == events.c.id,
+            )
+            .values(evaluation_event=events.c.event)
+        )
+        super().delete_events_for_run(conn, run_id)
