@@ -354,8 +354,32 @@ def test_a_range_s_materializations_are_serialized_as_dagster_serializes_them():
         _materialization("2026-01-02-01:00", 1796151901.0),
     ]
     for event in events:
-        assert serialize(event) == serialize_value(event)
+        assert serialize(event) == (serialize_value(event), {})
     assert serialize.reused == len(events)  # each was written into a template
+
+
+def test_a_range_s_stored_form_is_made_once_unless_it_depends_on_the_partition():
+    """The stored form (here: a note of how many partitions the template served) and the
+    indexed tags of a range's materializations come from its first one; a materialization the
+    storage marks as singular (its range's last) gets its own."""
+    forms = []
+
+    def stored_form(event):
+        forms.append(event.get_dagster_event().partition)
+        return event
+
+    def tags(event):
+        return {"dagster/data_version": "7"}
+
+    serialize = RangeSerializer(
+        stored_form, tags, singular=lambda e: e.get_dagster_event().partition.endswith("23:00")
+    )
+    events = [_materialization(f"2026-01-01-{h:02d}:00", 1796151833.0 + h) for h in range(24)]
+    assert [serialize(event) for event in events] == [
+        (serialize_value(event), {"dagster/data_version": "7"}) for event in events
+    ]
+    assert serialize.reused == 23
+    assert forms == ["\x00partition\x00", "2026-01-01-23:00"]
 
 
 def test_the_stored_materializations_are_the_events_dagster_serializes(tmp_path, postgres_server):

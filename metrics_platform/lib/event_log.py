@@ -70,6 +70,7 @@ import json
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from collections.abc import Set as AbstractSet
+from dataclasses import dataclass
 from datetime import datetime
 from typing import cast
 
@@ -194,50 +195,103 @@ def _evaluation_event():
 _CHECK_RECORD_COLUMNS = ("id", "run_id", "execution_status", "create_timestamp", "partition")
 
 
-class RangeSerializer:
-    """`serialize_value(event)`, faster for the materializations of a range.
+def _with_partition(event: EventLogEntry, partition: str, timestamp: float) -> EventLogEntry:
+    """A materialization with another partition and timestamp."""
+    dagster_event = event.get_dagster_event()
+    data = cast(StepMaterializationData, dagster_event.event_specific_data)
+    return event._replace(
+        timestamp=timestamp,
+        dagster_event=dagster_event._replace(
+            event_specific_data=data._replace(
+                materialization=data.materialization._replace(partition=partition)
+            )
+        ),
+    )
 
-    They differ only in their partition and timestamp: the first is serialized with marks in
-    their place, and every next one that is that same event but for those two values (compared
-    field by field, a tenth of the cost of serializing it) is that text with its own two values
-    written in. Anything else is serialized as usual.
+
+@dataclass(frozen=True)
+class _Template:
+    """A range's stored materialization with marks in place of its partition and timestamp."""
+
+    marked: EventLogEntry  # the event as Dagster made it, marked
+    pieces: tuple[str, str, str]  # the stored text around the two marks
+    partition_first: bool  # whether the partition's mark comes before the timestamp's
+    tags: Mapping[str, str]  # the stored event's indexed tags
+
+    @classmethod
+    def of(cls, marked: EventLogEntry, stored: EventLogEntry, tags: Mapping[str, str]):
+        """The template of a marked event and its stored form, or None when a mark's text is
+        not found exactly once in the stored text."""
+        text = serialize_value(stored)
+        if text.count(_PARTITION_JSON) != 1 or text.count(_TIMESTAMP_JSON) != 1:
+            return None
+        first, second = sorted((_PARTITION_JSON, _TIMESTAMP_JSON), key=text.index)
+        head, rest = text.split(first)
+        middle, tail = rest.split(second)
+        return cls(marked, (head, middle, tail), first == _PARTITION_JSON, tags)
+
+    def text(self, partition: str, timestamp: float) -> str:
+        values = (json.dumps(partition), json.dumps(timestamp))
+        first, second = values if self.partition_first else values[::-1]
+        head, middle, tail = self.pieces
+        return head + first + middle + second + tail
+
+
+def _unchanged(event: EventLogEntry) -> EventLogEntry:
+    return event
+
+
+def _no_tags(event: EventLogEntry) -> Mapping[str, str]:
+    return {}
+
+
+def _never(event: EventLogEntry) -> bool:
+    return False
+
+
+class RangeSerializer:
+    """The stored text of an asset event and its indexed tags, made faster for the
+    materializations of a range.
+
+    A range run's materializations differ only in their partition and timestamp. The first one's
+    stored form (`stored_form`) is serialized with marks in their place; every next one that is
+    the same event but for those two values (compared field by field on the event as Dagster
+    made it, a tenth of the cost of making its stored form and serializing it) is that text with
+    its own two values written in, and has the same indexed tags (`indexed_tags`). Anything else,
+    and a materialization whose stored form depends on more than its partition and timestamp
+    (`singular`), is made and serialized as usual.
     """
 
-    def __init__(self) -> None:
-        self._template: tuple[EventLogEntry, str] | None = None
+    def __init__(self, stored_form=_unchanged, indexed_tags=_no_tags, singular=_never) -> None:
+        self._stored_form = stored_form
+        self._indexed_tags = indexed_tags
+        self._singular = singular
+        self._template: _Template | None = None
         self.reused = 0  # events written into a template
 
-    def __call__(self, event: EventLogEntry) -> str:
+    def __call__(self, event: EventLogEntry) -> tuple[str, Mapping[str, str]]:
         dagster_event = event.dagster_event
         if (
-            dagster_event is None
-            or dagster_event.event_type_value != DagsterEventType.ASSET_MATERIALIZATION.value
+            dagster_event is not None
+            and dagster_event.event_type_value == DagsterEventType.ASSET_MATERIALIZATION.value
         ):
-            return serialize_value(event)
-        data = cast(StepMaterializationData, dagster_event.event_specific_data)
-        partition = data.materialization.partition
-        if partition is None:
-            return serialize_value(event)
-        marked = event._replace(
-            timestamp=_TIMESTAMP_MARK,
-            dagster_event=dagster_event._replace(
-                event_specific_data=data._replace(
-                    materialization=data.materialization._replace(partition=_PARTITION_MARK)
+            data = cast(StepMaterializationData, dagster_event.event_specific_data)
+            partition = data.materialization.partition
+            if partition is not None and not self._singular(event):
+                template = self._template_of(
+                    _with_partition(event, _PARTITION_MARK, _TIMESTAMP_MARK)
                 )
-            ),
-        )
-        if self._template is None or self._template[0] != marked:
-            text = serialize_value(marked)
-            if text.count(_PARTITION_JSON) != 1 or text.count(_TIMESTAMP_JSON) != 1:
-                self._template = None
-                return serialize_value(event)
-            self._template = (marked, text)
-        self.reused += 1
-        return (
-            self._template[1]
-            .replace(_PARTITION_JSON, json.dumps(partition))
-            .replace(_TIMESTAMP_JSON, json.dumps(event.timestamp))
-        )
+                if template is not None:
+                    self.reused += 1
+                    return template.text(partition, event.timestamp), template.tags
+        stored = self._stored_form(event)
+        return serialize_value(stored), self._indexed_tags(stored)
+
+    def _template_of(self, marked: EventLogEntry) -> _Template | None:
+        if self._template is None or self._template.marked != marked:
+            stored = self._stored_form(marked)
+            self._template = _Template.of(marked, stored, self._indexed_tags(stored))
+        return self._template
 
 
 class BatchedPostgresEventLogStorage(PostgresEventLogStorage):
@@ -251,7 +305,10 @@ class BatchedPostgresEventLogStorage(PostgresEventLogStorage):
         super().__init__(*args, **kwargs)
         os.environ.setdefault(EVENT_BATCH_SIZE_ENV, DEFAULT_EVENT_BATCH_SIZE)
         self._ranges: dict[str, str | None] = {}
-        self._serialize = RangeSerializer()
+        self._serialize = RangeSerializer(
+            self._stored_form, self._tags_for_asset_event, self._is_ranges_last
+        )
+        self._asset_key_texts: dict[AssetKey, str] = {}
 
     @classmethod
     def from_config_value(cls, inst_data, config_value):
@@ -277,6 +334,12 @@ class BatchedPostgresEventLogStorage(PostgresEventLogStorage):
             self._ranges[run_id] = f"{start}...{end}" if start and end and start != end else None
         return self._ranges[run_id]
 
+    def _is_ranges_last(self, event: EventLogEntry) -> bool:
+        """Whether a materialization is of its range run's last partition (which carries the
+        range's figures)."""
+        keys = self._run_range(event.run_id)
+        return keys is not None and event.get_dagster_event().partition == keys.split("...")[1]
+
     def _describe_range(self, event: EventLogEntry) -> EventLogEntry:
         """A range run's materialization: the range's metadata on the range's last partition,
         on every other one a `partition_range` note saying where it is."""
@@ -301,7 +364,8 @@ class BatchedPostgresEventLogStorage(PostgresEventLogStorage):
                 f"partition {last}"
             )
             metadata = {RANGE_METADATA_KEY: MetadataValue.text(note)}
-        described = materialization.with_metadata(metadata)
+        # The metadata is normalized already: no need for `with_metadata`'s checks.
+        described = materialization._replace(metadata=metadata)
         return event._replace(
             dagster_event=dagster_event._replace(
                 event_specific_data=data._replace(materialization=described)
@@ -418,14 +482,13 @@ class BatchedPostgresEventLogStorage(PostgresEventLogStorage):
         """The events' rows with one `COPY` (their ids drawn from the table's sequence first, in
         order), then, in one transaction, their indexed tags with another `COPY` and each
         asset's latest event in the asset table: what `store_event` does for each of them."""
-        events = [self._stored_form(event) for event in events]
-        rows = [self._row(event) for event in events]
+        stored = [self._serialize(event) for event in events]
         with self._connect() as conn:
             cursor = conn.connection.cursor()
             cursor.execute(
                 "SELECT nextval(pg_get_serial_sequence('event_logs', 'id'))"
                 " FROM generate_series(1, %s)",
-                (len(rows),),
+                (len(events),),
             )
             event_ids = sorted(int(row[0]) for row in cursor.fetchall())
             _copy(
@@ -433,8 +496,8 @@ class BatchedPostgresEventLogStorage(PostgresEventLogStorage):
                 SqlEventLogStorageTable.name,
                 ("id", *_EVENT_COLUMNS),
                 (
-                    (event_id, *(row[c] for c in _EVENT_COLUMNS))
-                    for event_id, row in zip(event_ids, rows, strict=True)
+                    self._row(event_id, event, text)
+                    for event_id, event, (text, _) in zip(event_ids, events, stored, strict=True)
                 ),
             )
         latest: dict = {}
@@ -443,13 +506,13 @@ class BatchedPostgresEventLogStorage(PostgresEventLogStorage):
         tags = [
             (
                 event_id,
-                event.get_dagster_event().asset_key.to_string(),
+                self._asset_key_text(event),
                 key,
                 value,
                 self._event_insert_timestamp(event),
             )
-            for event, event_id in zip(events, event_ids, strict=True)
-            for key, value in self._tags_for_asset_event(event).items()
+            for event, event_id, (_, indexed) in zip(events, event_ids, stored, strict=True)
+            for key, value in indexed.items()
         ]
         with self.index_transaction() as conn:
             if tags:
@@ -460,21 +523,34 @@ class BatchedPostgresEventLogStorage(PostgresEventLogStorage):
                     tags,
                 )
             for event, event_id in latest.values():
-                self._store_asset_event(conn, event, event_id)
+                self._store_asset_event(conn, self._stored_form(event), event_id)
 
-    def _row(self, event: EventLogEntry) -> dict:
-        """`_event_to_row` of an asset event (a materialization, observation or planned
-        materialization), serialized by a `RangeSerializer`."""
+    def _asset_key_text(self, event: EventLogEntry) -> str:
+        """The event's asset key as stored (a JSON list; cached, as a range repeats it)."""
+        key = event.get_dagster_event().asset_key
+        if key not in self._asset_key_texts:
+            if len(self._asset_key_texts) >= 10_000:  # a long-lived process
+                self._asset_key_texts.clear()
+            self._asset_key_texts[key] = key.to_string()
+        return self._asset_key_texts[key]
+
+    def _row(self, event_id: int, event: EventLogEntry, text: str) -> tuple:
+        """The `_EVENT_COLUMNS` of an asset event (a materialization, observation or planned
+        materialization) stored as `text`, after its id: `_event_to_row`'s values."""
         dagster_event = event.get_dagster_event()
-        return {
-            "run_id": event.run_id,
-            "event": self._serialize(event),
-            "dagster_event_type": dagster_event.event_type_value,
-            "timestamp": self._event_insert_timestamp(event),
-            "step_key": dagster_event.step_key,
-            "asset_key": dagster_event.asset_key.to_string() if dagster_event.asset_key else None,
-            "partition": dagster_event.partition or None,
-        }
+        if dagster_event.event_type_value == DagsterEventType.ASSET_MATERIALIZATION_PLANNED.value:
+            # Planned for one partition: stored with its partition.
+            dagster_event = self._planned_per_partition(event).get_dagster_event()
+        return (
+            event_id,
+            event.run_id,
+            text,
+            dagster_event.event_type_value,
+            self._event_insert_timestamp(event),
+            dagster_event.step_key,
+            self._asset_key_text(event),
+            dagster_event.partition or None,
+        )
 
     def _store_asset_check_evaluation_planned(
         self, event: EventLogEntry, event_id: int | None
