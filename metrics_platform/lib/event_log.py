@@ -147,19 +147,27 @@ def _csv_field(value) -> str:
     return '"' + text.replace('"', '""') + '"'
 
 
-def _csv_blocks(rows: Iterable[Sequence]) -> Iterator[str]:
-    lines = (",".join(_csv_field(value) for value in row) + "\n" for row in rows)
-    while block := "".join(itertools.islice(lines, _COPY_BLOCK_ROWS)):
-        yield block
+def _csv_line(row: Sequence) -> str:
+    return ",".join(_csv_field(value) for value in row) + "\n"
+
+
+def _copy_lines(cursor, table: str, columns: Sequence[str], lines: Iterable[str]) -> None:
+    """`COPY table (columns) FROM STDIN` of CSV `lines`, a block of lines at a time (constant
+    names: no identifier from input)."""
+    lines = iter(lines)
+
+    def blocks() -> Iterator[str]:
+        while block := "".join(itertools.islice(lines, _COPY_BLOCK_ROWS)):
+            yield block
+
+    cursor.copy_expert(
+        f"COPY {table} ({', '.join(columns)}) FROM STDIN WITH (FORMAT csv)", TextBlocks(blocks())
+    )
 
 
 def _copy(cursor, table: str, columns: Sequence[str], rows: Iterable[Sequence]) -> None:
-    """`COPY table (columns) FROM STDIN` of `rows`, a block of rows at a time (constant names:
-    no identifier from input)."""
-    cursor.copy_expert(
-        f"COPY {table} ({', '.join(columns)}) FROM STDIN WITH (FORMAT csv)",
-        TextBlocks(_csv_blocks(rows)),
-    )
+    """`COPY table (columns) FROM STDIN` of `rows`."""
+    _copy_lines(cursor, table, columns, map(_csv_line, rows))
 
 
 def _range_plans(asset_key: AssetKey):
@@ -572,8 +580,9 @@ class BatchedPostgresEventLogStorage(PostgresEventLogStorage):
             self._event_insert_timestamp(event),
             event_id,
         )
+        prefix = _csv_line(common)[:-1] + ","
         with self.index_connection() as conn:
-            _copy(
+            _copy_lines(
                 conn.connection.cursor(),
                 AssetCheckExecutionsTable.name,
                 (
@@ -586,7 +595,8 @@ class BatchedPostgresEventLogStorage(PostgresEventLogStorage):
                     "evaluation_event_storage_id",
                     "partition",
                 ),
-                ((*common, partition_key) for partition_key in partition_keys),
+                # The rows differ in their partition only: the rest is made once.
+                (prefix + _csv_field(key) + "\n" for key in partition_keys),
             )
 
     def _update_asset_check_evaluation(self, event: EventLogEntry, event_id: int | None) -> None:
