@@ -187,6 +187,11 @@ def _planned_subset(serialized: str) -> PartitionsSubset | None:
     return deserialize_value(serialized, EventLogEntry).get_dagster_event().partitions_subset
 
 
+def _last_key(keys: str) -> str:
+    """The last partition of a range `A...B`."""
+    return keys.split("...", 1)[1]
+
+
 def _evaluation_event():
     """A check row's event: its own copy, or, for a row of a range run, which names its event
     by `evaluation_event_storage_id` instead of copying it, that event log row's text."""
@@ -346,7 +351,7 @@ class BatchedPostgresEventLogStorage(PostgresEventLogStorage):
         """Whether a materialization is of its range run's last partition (which carries the
         range's figures)."""
         keys = self._run_range(event.run_id)
-        return keys is not None and event.get_dagster_event().partition == keys.split("...")[1]
+        return keys is not None and event.get_dagster_event().partition == _last_key(keys)
 
     def _describe_range(self, event: EventLogEntry) -> EventLogEntry:
         """A range run's materialization: the range's metadata on the range's last partition,
@@ -359,7 +364,7 @@ class BatchedPostgresEventLogStorage(PostgresEventLogStorage):
         materialization = data.materialization
         if keys is None or materialization.partition is None:
             return event
-        last = keys.split("...", 1)[1]
+        last = _last_key(keys)
         if materialization.partition == last:
             note = (
                 f"{keys}: the figures of this materialization are the whole range's, "
@@ -533,9 +538,11 @@ class BatchedPostgresEventLogStorage(PostgresEventLogStorage):
             for event, event_id in latest.values():
                 self._store_asset_event(conn, self._stored_form(event), event_id)
 
-    def _asset_key_text(self, event: EventLogEntry) -> str:
+    def _asset_key_text(self, event: EventLogEntry) -> str | None:
         """The event's asset key as stored (a JSON list; cached, as a range repeats it)."""
         key = event.get_dagster_event().asset_key
+        if key is None:
+            return None
         if key not in self._asset_key_texts:
             if len(self._asset_key_texts) >= 10_000:  # a long-lived process
                 self._asset_key_texts.clear()
