@@ -208,6 +208,32 @@ def dagster_records(url: str) -> dict[str, int]:
         conn.close()
 
 
+def store_environment(
+    server: EmbeddedPostgres,
+    scratch: Path,
+    variant: Variant,
+    product_url: str,
+    settings_file: Path,
+    span: Span,
+    name: str | None = None,
+) -> tuple[str, dict[str, str]]:
+    """A fresh metric store database (named after the variant, or `name`), its DAGSTER_HOME
+    (the repository's instance settings, storage in the store's database, with the variant's
+    event log storage if it has one), and the environment of a run process on them."""
+    name = name or variant.name
+    dbname = f"store_{name}"
+    server.create_database(dbname)
+    store_url = server.socket_url(dbname) if variant.socket else server.url(dbname)
+    home = scratch / f"dagster_home_{name}"
+    home.mkdir(parents=True, exist_ok=True)
+    settings = yaml.safe_load((REPO / "dagster.yaml").read_text())
+    if variant.event_log:
+        module, cls = variant.event_log
+        settings["event_log_storage"].update({"module": module, "class": cls})
+    (home / "dagster.yaml").write_text(yaml.safe_dump(settings, sort_keys=False))
+    return dbname, _child_env(variant, store_url, product_url, settings_file, home, span)
+
+
 def backfill_graph(
     server: EmbeddedPostgres,
     scratch: Path,
@@ -218,19 +244,7 @@ def backfill_graph(
     *,
     profile_dir: Path | None = None,
 ) -> dict:
-    dbname = f"store_{variant.name}"
-    server.create_database(dbname)
-    store_url = server.socket_url(dbname) if variant.socket else server.url(dbname)
-    home = scratch / f"dagster_home_{variant.name}"
-    home.mkdir(parents=True, exist_ok=True)
-    # The repository's instance settings (storage in METRICS_PLATFORM_DATABASE_URL), with the
-    # variant's event log storage class if it has one.
-    settings = yaml.safe_load((REPO / "dagster.yaml").read_text())
-    if variant.event_log:
-        module, cls = variant.event_log
-        settings["event_log_storage"].update({"module": module, "class": cls})
-    (home / "dagster.yaml").write_text(yaml.safe_dump(settings, sort_keys=False))
-    env = _child_env(variant, store_url, product_url, settings_file, home, span)
+    dbname, env = store_environment(server, scratch, variant, product_url, settings_file, span)
 
     def profile(job):
         return profile_dir / f"{variant.name}_{job}.html" if profile_dir else None
