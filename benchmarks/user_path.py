@@ -17,6 +17,7 @@ them). Each path gets a metric store of its own:
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import sys
 import threading
@@ -29,8 +30,13 @@ from metrics_platform.lib.demo_data import seed_product_database
 from metrics_platform.lib.embedded_postgres import EmbeddedPostgres
 
 DEMO_SETTINGS = REPO / "metrics_platform" / "demo" / "platform.yaml"
-# The sources the demo serves SAMPLE answers for: not configured outside the demo.
-DEMO_ONLY_ENV = ("METRICS_PLATFORM_GA4_ENDPOINT", "METRICS_PLATFORM_PROMETHEUS_URL")
+# The sources the demo serves SAMPLE answers for: not configured here, whatever this process has.
+UNCONFIGURED_ENV = (
+    "METRICS_PLATFORM_GA4_CREDENTIALS_FILE",
+    "METRICS_PLATFORM_GA4_ENDPOINT",
+    "METRICS_PLATFORM_PROMETHEUS_URL",
+    "METRICS_PLATFORM_PROMETHEUS_TOKEN",
+)
 RUN_TIMEOUT_SECONDS = 3600
 
 
@@ -74,7 +80,7 @@ def _env(server: EmbeddedPostgres, scratch: Path, name: str, product_url: str, s
     _, env = store_environment(
         server, scratch, VARIANTS["socket"], product_url, DEMO_SETTINGS, span, name=name
     )
-    for key in DEMO_ONLY_ENV:
+    for key in UNCONFIGURED_ENV:
         env.pop(key, None)
     return env
 
@@ -86,16 +92,8 @@ def measure(server: EmbeddedPostgres, scratch: Path, span: Span) -> dict:
     seeded = time.perf_counter() - seeding
 
     first, last = span.daily_range
-    command = [
-        sys.executable,
-        "-m",
-        "metrics_platform.cli",
-        "materialize",
-        "--select",
-        "*",
-        "--partitions",
-        f"{first}..{last}",
-    ]
+    arguments = ["materialize", "--select", "*", "--partitions", f"{first}..{last}"]
+    command = [sys.executable, "-m", "metrics_platform.cli", *arguments]
     user = run_command(command, _env(server, scratch, "user_path", product_url, span))
     if user.returncode != 0:
         raise RuntimeError(
@@ -108,10 +106,9 @@ def measure(server: EmbeddedPostgres, scratch: Path, span: Span) -> dict:
     daily = run_job(env, "daily_metrics", *span.daily_range, span.days, None)
     return {
         "seed_seconds": seeded,
-        "command": " ".join(["metrics-platform", *command[3:5], "'*'", *command[6:]]),
+        "command": " ".join(["metrics-platform", *(shlex.quote(a) for a in arguments)]),
         "user": user,
         "runs": sum(1 for line in user.output if line.startswith("run ")),
         "benchmark_seconds": hourly["process_wall_seconds"] + daily["process_wall_seconds"],
         "benchmark_peak": max(hourly["max_rss_bytes"], daily["max_rss_bytes"]),
-        "asset_partitions": {"hourly": hourly["partitions"], "daily": daily["partitions"]},
     }
