@@ -378,7 +378,7 @@ def print_panels(result: dict) -> None:
 
 def print_user_path(result: dict, span: Span) -> None:
     user = result["user"]
-    assets = sum(1 for line in user.output if "/" in line.split(" ", 1)[0])
+    assets = result["asset_rows"]
     lines_per_asset = len(user.output) / max(assets, 1)
     ratio = user.seconds / result["benchmark_seconds"]
     print(

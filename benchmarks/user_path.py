@@ -108,7 +108,10 @@ def measure(server: EmbeddedPostgres, scratch: Path, span: Span) -> dict:
         "seed_seconds": seeded,
         "command": " ".join(["metrics-platform", *(shlex.quote(a) for a in arguments)]),
         "user": user,
+        # What the command printed, read back: a line per run ("run <id>: ...") and a line per
+        # asset it wrote (its key, which has a "/", first).
         "runs": sum(1 for line in user.output if line.startswith("run ")),
+        "asset_rows": sum(1 for line in user.output if "/" in line.split(" ", 1)[0]),
         "benchmark_seconds": hourly["process_wall_seconds"] + daily["process_wall_seconds"],
         "benchmark_peak": max(hourly["max_rss_bytes"], daily["max_rss_bytes"]),
     }
