@@ -27,6 +27,8 @@ from metrics_platform.lib.database import (
     connect,
 )
 from metrics_platform.lib.embedded_postgres import EmbeddedPostgres
+from metrics_platform.lib.event_log_layout import ROWS_TABLE as EVENT_LOG_ROWS
+from metrics_platform.lib.event_log_layout import TEMPLATES_TABLE, is_compact
 from metrics_platform.lib.settings import CONFIG_ENV
 from metrics_platform.lib.store import VALUE_TABLES
 
@@ -164,8 +166,15 @@ def store_rows(url: str) -> dict[str, int]:
         conn.close()
 
 
-# Dagster's records of the runs: its event log (with the events' tags) and its check executions.
-DAGSTER_RECORD_TABLES = ("event_logs", "asset_event_tags", "asset_check_executions")
+# Dagster's records of the runs: its event log (with the events' tags and, in the repository's
+# compact layout, the ranges' templates) and its check executions. In that layout `event_logs`
+# is a view of `event_log_rows`: what is stored is measured on the table.
+DAGSTER_RECORD_TABLES = (
+    EVENT_LOG_ROWS,
+    TEMPLATES_TABLE,
+    "asset_event_tags",
+    "asset_check_executions",
+)
 
 
 def dagster_records(url: str) -> dict[str, int]:
@@ -174,8 +183,14 @@ def dagster_records(url: str) -> dict[str, int]:
     conn = connect(url)
     try:
         with conn, conn.cursor() as cur:
+            events = EVENT_LOG_ROWS if is_compact(cur) else "event_logs"
+            tables = [
+                events if table == EVENT_LOG_ROWS else table
+                for table in DAGSTER_RECORD_TABLES
+                if table != TEMPLATES_TABLE or events == EVENT_LOG_ROWS
+            ]
             total = rows = 0
-            for table in DAGSTER_RECORD_TABLES:
+            for table in tables:
                 cur.execute(
                     f"SELECT pg_total_relation_size('{table}'), "  # noqa: S608 - constants
                     f"coalesce(sum(pg_column_size(t.*)), 0) FROM {table} t"
@@ -187,12 +202,19 @@ def dagster_records(url: str) -> dict[str, int]:
                 "SELECT count(*) FROM event_logs WHERE dagster_event_type = 'ASSET_MATERIALIZATION'"
             )
             partitions = cur.fetchone()[0]
-            # The rows by kind: each event type, the tags, the check rows by status.
+            # The rows by kind: each event type, the tags, the templates, the check rows by
+            # status.
+            templates = (
+                f" UNION ALL SELECT '{TEMPLATES_TABLE}', count(*), sum(pg_column_size(t.*))"
+                f" FROM {TEMPLATES_TABLE} t"
+                if TEMPLATES_TABLE in tables
+                else ""
+            )
             cur.execute(
                 "SELECT 'event_logs ' || coalesce(dagster_event_type, 'log'), count(*),"
-                " sum(pg_column_size(t.*)) FROM event_logs t GROUP BY 1"
+                f" sum(pg_column_size(t.*)) FROM {events} t GROUP BY 1"  # noqa: S608 - constants
                 " UNION ALL SELECT 'asset_event_tags', count(*), sum(pg_column_size(t.*))"
-                " FROM asset_event_tags t"
+                f" FROM asset_event_tags t{templates}"
                 " UNION ALL SELECT 'asset_check_executions ' || execution_status, count(*),"
                 " sum(pg_column_size(t.*)) FROM asset_check_executions t GROUP BY 1"
                 " ORDER BY 3 DESC"

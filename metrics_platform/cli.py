@@ -36,6 +36,11 @@ from metrics_platform.lib.database import (
 )
 from metrics_platform.lib.embedded_postgres import EmbeddedPostgres
 from metrics_platform.lib.errors import MetricsPlatformError
+from metrics_platform.lib.event_log_layout import (
+    ensure_compact_layout,
+    is_compact,
+    restore_plain_layout,
+)
 
 HOME_ENV = "METRICS_PLATFORM_HOME"
 PORT_ENV = "METRICS_PLATFORM_EMBEDDED_PORT"
@@ -371,6 +376,30 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_event_log(args: argparse.Namespace) -> int:
+    prepare_environment()
+    conn = connect(os.environ[DATABASE_URL_ENV], application_name="metrics-platform event-log")
+    conn.autocommit = True  # each conversion is one statement, its own transaction
+    try:
+        with conn.cursor() as cur:
+            if args.layout == "plain":
+                restore_plain_layout(cur)
+            else:
+                ensure_compact_layout(cur)
+            compact = is_compact(cur)
+    finally:
+        conn.close()
+    print(
+        "Dagster's event log: "
+        + (
+            "compact layout (event_logs is a view of event_log_rows)"
+            if compact
+            else "dagster-postgres's table (event_logs)"
+        )
+    )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="metrics-platform", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -419,6 +448,17 @@ def main(argv: list[str] | None = None) -> int:
     run.set_defaults(func=cmd_materialize)
     commands.add_parser("env", help="print the environment to export").set_defaults(func=cmd_env)
     commands.add_parser("migrate", help="migrate the metric store").set_defaults(func=cmd_migrate)
+    event_log = commands.add_parser(
+        "event-log",
+        help="convert Dagster's event log to the compact layout, or back to dagster-postgres's",
+        description="Convert Dagster's event log in the instance database to the compact layout "
+        "(what the batched storage does when it starts), or back to dagster-postgres's own "
+        "table with every event written out (before leaving the batched storage, or before "
+        "`dagster instance migrate` of another Dagster version). Stop every Dagster process "
+        "first.",
+    )
+    event_log.add_argument("layout", choices=["compact", "plain"])
+    event_log.set_defaults(func=cmd_event_log)
     args = parser.parse_args(argv)
     try:
         return args.func(args)

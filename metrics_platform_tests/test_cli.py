@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -109,21 +109,24 @@ def test_demo_backfills_a_year_of_history_and_the_partitions_are_filled(demo_hom
     assert f"daily values: {daily_rows} rows" in second.stdout
 
     # The command line on the demo's store: a source and the hourly values over UTC hours.
+    # Every hour of the latest hour's day up to it (end excluded: the hour after it), which
+    # is one hour just after midnight.
     latest = re.search(r"latest (\d{4}-\d{2}-\d{2}) (\d{2}):00 UTC", out).groups()
+    end = datetime.fromisoformat(f"{latest[0]}T{latest[1]}:00+00:00") + timedelta(hours=1)
     run = run_cli(
         home,
         "materialize",
         "--select",
         "group:crawlers or key:metrics/hourly_values",
         "--partitions",
-        f"{latest[0]}T00:00Z..{latest[0]}T{latest[1]}:00Z",
+        f"{latest[0]}T00:00Z..{end:%Y-%m-%dT%H:%M}Z",
     )
     assert run.returncode == 0, run.stdout + run.stderr
     counts = {
         name: (int(a), int(b))
         for name, a, b in re.findall(r"^(\S+)\s+(\d+)\s+(\d+)$", run.stdout, re.MULTILINE)
     }
-    hours_in_range = int(latest[1])
+    hours_in_range = int(latest[1]) + 1
     assert counts["raw/crawler_status"] == (hours_in_range, 3 * hours_in_range)
     assert counts["metrics/hourly_values"][1] > 3 * hours_in_range
     # Outside the demo, the unconfigured sample sources are disabled, not served.

@@ -28,6 +28,9 @@ from dagster._core.storage.event_log.schema import (
 from dagster._core.storage.partition_status_cache import get_and_update_asset_status_cache_value
 from dagster._serdes import deserialize_value, serialize_value
 
+from metrics_platform import cli
+from metrics_platform.defs.partitions import HISTORY_START_ENV
+from metrics_platform.lib.database import DATABASE_URL_ENV, connect
 from metrics_platform.lib.event_log import (
     EVENT_BATCH_SIZE_ENV,
     BatchedPostgresEventLogStorage,
@@ -87,7 +90,7 @@ schedule_storage:
 
 def _instance(tmp_path, url: str, module: str, cls: str) -> dg.DagsterInstance:
     home = tmp_path / cls
-    home.mkdir()
+    home.mkdir(parents=True)
     (home / "dagster.yaml").write_text(INSTANCE_YAML.format(url=url, module=module, cls=cls))
     return dg.DagsterInstance.from_config(str(home))
 
@@ -457,3 +460,125 @@ def test_a_range_s_check_rows_name_their_event_instead_of_copying_it(tmp_path, p
         assert [(r.id, r.status, r.event) for r in after] == [
             (r.id, r.status, r.event) for r in history
         ]
+
+
+def _layout(url: str) -> tuple[str, list[tuple]]:
+    """The kind of `event_logs` ('r' a table, 'v' a view) and, in the compact layout, each
+    materialization row's (run id, partition, whether it holds its own event, template)."""
+    conn = connect(url)
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute("SELECT relkind FROM pg_class WHERE oid = to_regclass('event_logs')")
+            (kind,) = cur.fetchone()
+            rows = []
+            if kind == "v":
+                cur.execute(
+                    "SELECT run_id, partition, event IS NOT NULL, template_id FROM event_log_rows"
+                    " WHERE dagster_event_type = 'ASSET_MATERIALIZATION'"
+                )
+                rows = cur.fetchall()
+            return kind, rows
+    finally:
+        conn.close()
+
+
+def _events_as_read(instance: dg.DagsterInstance, run_ids: list[str]) -> list[tuple]:
+    """Every event of the runs as Dagster reads it back: (storage id, stored text)."""
+    return [
+        (record.storage_id, serialize_value(record.event_log_entry))
+        for run_id in run_ids
+        for record in instance.get_records_for_run(run_id, limit=100_000).records
+    ]
+
+
+def test_a_range_s_materializations_are_stored_as_its_template(
+    tmp_path, postgres_server, monkeypatch, capsys
+):
+    """A database with dagster-postgres's plain event log is converted to the compact layout
+    when the repository's storage starts on it: its rows stay as they are, a range run's
+    materializations are then stored as their range's template (once) and their own timestamp,
+    and every reader, the repository's storage or dagster-postgres's class, reads back the
+    events Dagster serialized. The layout can be turned back into dagster-postgres's table."""
+    url = new_database(postgres_server, "events_layout")
+    with _instance(
+        tmp_path / "plain", url, "dagster_postgres.event_log", "PostgresEventLogStorage"
+    ) as plain:
+        before = _run_both_ranges(plain)
+        read_before = _events_as_read(plain, before)
+    assert _layout(url) == ("r", [])
+
+    with _instance(
+        tmp_path / "batched",
+        url,
+        "metrics_platform.lib.event_log",
+        "BatchedPostgresEventLogStorage",
+    ) as batched:
+        kind, rows = _layout(url)
+        assert kind == "v" and rows and all(own for *_, own, _ in rows)  # nothing rewritten
+        assert _events_as_read(batched, before) == read_before
+        run_ids, single = _ranges_and_one_partition(batched)
+        read_after = _events_as_read(batched, [*before, *run_ids, single])
+        # The first range's materializations: a template for each asset, every partition
+        # stored as it but the range's last, which carries the range's figures.
+        _, rows = _layout(url)
+        stored = [(partition, own, template) for run_id, partition, own, template in rows]
+        first_range = [row for row, (run_id, *_) in zip(stored, rows) if run_id == run_ids[0]]
+        assert len(first_range) == 2 * 48
+        assert Counter(own for _, own, _ in first_range) == {False: 2 * 47, True: 2}
+        assert {p for p, own, _ in first_range if own} == {FIRST_RANGE[1]}
+        assert len({t for *_, t in first_range if t is not None}) == 2
+        assert [own for run_id, _, own, _ in rows if run_id == single] == [True]
+        for record in batched.get_records_for_run(run_ids[0], limit=100_000).records:
+            text = serialize_value(record.event_log_entry)
+            assert deserialize_value(text, EventLogEntry) == record.event_log_entry
+
+    # dagster-postgres's class on the converted database: reads the same, writes through the
+    # view.
+    with _instance(
+        tmp_path / "plain_again", url, "dagster_postgres.event_log", "PostgresEventLogStorage"
+    ) as plain:
+        assert _events_as_read(plain, [*before, *run_ids, single]) == read_after
+        extra = dg.materialize([numbers], instance=plain, partition_key="2026-01-06-00:00")
+        assert extra.success and _events_as_read(plain, [extra.run_id])
+
+    with _instance(
+        tmp_path / "batched_again",
+        url,
+        "metrics_platform.lib.event_log",
+        "BatchedPostgresEventLogStorage",
+    ) as batched:
+        read_extra = _events_as_read(batched, [extra.run_id])
+        assert [text for _, text in read_extra] == [
+            text for _, text in _events_as_read(plain, [extra.run_id])
+        ]
+        # A deleted run takes its rows, their tags and its templates with it.
+        batched.delete_run(run_ids[0])
+        assert not [row for row in _layout(url)[1] if row[0] == run_ids[0]]
+        kept = [*before, *run_ids[1:], single, extra.run_id]
+        read_kept = _events_as_read(batched, kept)
+        conn = connect(url)
+        try:
+            with conn, conn.cursor() as cur:
+                cur.execute(
+                    "SELECT count(*) FROM event_log_templates WHERE run_id = %s", (run_ids[0],)
+                )
+                assert cur.fetchone() == (0,)
+                cur.execute(
+                    "SELECT count(*) FROM asset_event_tags t"
+                    " LEFT JOIN event_log_rows r ON r.id = t.event_id WHERE r.id IS NULL"
+                )
+                assert cur.fetchone() == (0,)
+        finally:
+            conn.close()
+
+    # Back to dagster-postgres's table, every row with its event, by the operator's command.
+    monkeypatch.setenv(DATABASE_URL_ENV, url)
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    monkeypatch.setenv(HISTORY_START_ENV, "2026-01-01")
+    assert cli.main(["event-log", "plain"]) == 0
+    assert "dagster-postgres's table" in capsys.readouterr().out
+    assert _layout(url) == ("r", [])
+    with _instance(
+        tmp_path / "plain_restored", url, "dagster_postgres.event_log", "PostgresEventLogStorage"
+    ) as plain:
+        assert _events_as_read(plain, kept) == read_kept

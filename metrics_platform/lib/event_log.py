@@ -16,7 +16,7 @@ Batches only reach an event log storage when `DAGSTER_EVENT_BATCH_SIZE` is set i
 that runs the job; this storage sets it to 1,000 in its own process unless it is already set,
 so that a run worker configured with this storage batches whatever launched it.
 
-Four things it stores differently, on purpose:
+Five things it stores differently, on purpose:
 
 - A range run plans each asset with one "materialization planned" event for its whole range
   (Dagster's partition-subset form), not one per partition: a year of hourly partitions stored
@@ -49,6 +49,13 @@ Four things it stores differently, on purpose:
   (`_describe_range`). A year of hourly partitions otherwise stores 8,760 copies of each
   asset's metadata.
 
+- Those other partitions' materializations, the same event but for their partition and
+  timestamp, are stored as their range's template (stored once per range and asset) and their
+  own timestamp, about 220 bytes a row instead of 1.6 KB (`event_log_layout`: the rows live in
+  `event_log_rows`, and `event_logs` is a view that writes each template's event back out, so
+  every reader gets the text Dagster serialized). The storage converts a database's plain
+  `event_logs` table to that layout when it starts (unless it may not create tables).
+
 Apart from those, it stores what dagster-postgres stores (the same event rows, tags, asset
 entries and check rows, in the same order), so every Dagster view of the instance is the same:
 in particular the partitions of a failed range run still show as failed, which Dagster's other
@@ -56,8 +63,8 @@ lever for this cost (`DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS`) gives up
 that differs is a range run's own event list: one planned event per asset, not per partition.
 
 The class overrides internals of `dagster_postgres.PostgresEventLogStorage` (`store_event_batch`,
-`_store_asset_check_evaluation_planned`, `_update_asset_check_evaluation`,
-`delete_events_for_run`, the reads above) and relies on helpers of
+`_store_asset_check_evaluation_planned`, `_update_asset_check_evaluation`, `_init_db`,
+`delete_events_for_run`, `wipe`, the reads above) and relies on helpers of
 `SqlEventLogStorage`: valid for the pinned dagster / dagster-postgres versions;
 `test_event_log.py` compares what it stores with dagster-postgres's own class and must pass
 before either pin moves.
@@ -102,6 +109,14 @@ from dagster_postgres.utils import get_token_provider_from_config, pg_url_from_c
 from sqlalchemy.dialects.postgresql import distinct_on
 
 from metrics_platform.lib.database import TextBlocks
+from metrics_platform.lib.event_log_layout import (
+    EVENT_COLUMNS,
+    ROWS_TABLE,
+    TEMPLATES_TABLE,
+    can_fill,
+    ensure_compact_layout,
+    is_compact,
+)
 
 EVENT_BATCH_SIZE_ENV = "DAGSTER_EVENT_BATCH_SIZE"
 RANGE_TAGS = ("dagster/asset_partition_range_start", "dagster/asset_partition_range_end")
@@ -128,15 +143,6 @@ _BATCHED_TYPES = frozenset(
 # Rows per block of a COPY's text: a year of a check's planned rows (a serialized event each)
 # is not held as one string.
 _COPY_BLOCK_ROWS = 1000
-_EVENT_COLUMNS = (
-    "run_id",
-    "event",
-    "dagster_event_type",
-    "timestamp",
-    "step_key",
-    "asset_key",
-    "partition",
-)
 
 
 def _csv_field(value) -> str:
@@ -243,11 +249,26 @@ class _Template:
         middle, tail = rest.split(second)
         return cls(marked, (head, middle, tail), first == _PARTITION_JSON, tags)
 
-    def text(self, partition: str, timestamp: float) -> str:
-        values = (json.dumps(partition), json.dumps(timestamp))
+    def text(self, partition: str, timestamp: str) -> str:
+        """The stored text with a partition and a timestamp (as JSON text) written in."""
+        values = (json.dumps(partition), timestamp)
         first, second = values if self.partition_first else values[::-1]
         head, middle, tail = self.pieces
         return head + first + middle + second + tail
+
+
+@dataclass(frozen=True)
+class Filled:
+    """A range's materialization as its range's template with its own partition and timestamp
+    (what the compact layout stores of it)."""
+
+    template: _Template
+    partition: str
+    timestamp: str  # JSON text
+
+    @property
+    def text(self) -> str:
+        return self.template.text(self.partition, self.timestamp)
 
 
 def _unchanged(event: EventLogEntry) -> EventLogEntry:
@@ -283,6 +304,12 @@ class RangeSerializer:
         self.reused = 0  # events written into a template
 
     def __call__(self, event: EventLogEntry) -> tuple[str, Mapping[str, str]]:
+        """The event's stored text and indexed tags."""
+        stored, tags = self.stored(event)
+        return (stored.text if isinstance(stored, Filled) else stored), tags
+
+    def stored(self, event: EventLogEntry) -> tuple[str | Filled, Mapping[str, str]]:
+        """The event's stored text, or its range's template filled in, and indexed tags."""
         dagster_event = event.dagster_event
         if (
             dagster_event is not None
@@ -296,7 +323,7 @@ class RangeSerializer:
                 )
                 if template is not None:
                     self.reused += 1
-                    return template.text(partition, event.timestamp), template.tags
+                    return Filled(template, partition, json.dumps(event.timestamp)), template.tags
         stored = self._stored_form(event)
         return serialize_value(stored), self._indexed_tags(stored)
 
@@ -322,6 +349,32 @@ class BatchedPostgresEventLogStorage(PostgresEventLogStorage):
             self._stored_form, self._tags_for_asset_event, self._is_ranges_last
         )
         self._asset_key_texts: dict[AssetKey, str] = {}
+        # The templates stored for this process's ranges: id(template) -> (template, row id).
+        self._template_ids: dict[int, tuple[_Template, int]] = {}
+        self._compact = self._layout()
+
+    def _layout(self) -> bool:
+        """Whether the event log has the compact layout (`event_log_layout`): converted to it
+        when the storage may create its tables."""
+        with self._connect() as conn:
+            cursor = conn.connection.cursor()
+            if self.should_autocreate_tables:
+                return ensure_compact_layout(cursor)
+            return is_compact(cursor)
+
+    def _init_db(self) -> None:
+        # dagster-postgres looks for an `event_logs` table, and the compact layout's is a view:
+        # nothing to create then.
+        with self._connect() as conn:
+            if is_compact(conn.connection.cursor()):
+                return
+        super()._init_db()
+
+    @property
+    def _rows_table(self) -> str:
+        """The table of the event log's rows (`event_logs` is a view of it in the compact
+        layout)."""
+        return ROWS_TABLE if self._compact else SqlEventLogStorageTable.name
 
     @classmethod
     def from_config_value(cls, inst_data, config_value):
@@ -494,23 +547,28 @@ class BatchedPostgresEventLogStorage(PostgresEventLogStorage):
     def _store_asset_events(self, events: Sequence[EventLogEntry]) -> None:
         """The events' rows with one `COPY` (their ids drawn from the table's sequence first, in
         order), then, in one transaction, their indexed tags with another `COPY` and each
-        asset's latest event in the asset table: what `store_event` does for each of them."""
-        stored = [self._serialize(event) for event in events]
+        asset's latest event in the asset table: what `store_event` does for each of them. In
+        the compact layout a range's materializations are stored as their range's template
+        (stored once) and their own timestamp."""
+        stored = [self._serialize.stored(event) for event in events]
         with self._connect() as conn:
             cursor = conn.connection.cursor()
             cursor.execute(
-                "SELECT nextval(pg_get_serial_sequence('event_logs', 'id'))"
-                " FROM generate_series(1, %s)",
-                (len(events),),
+                "SELECT nextval(pg_get_serial_sequence(%s, 'id')) FROM generate_series(1, %s)",
+                (self._rows_table, len(events)),
             )
             event_ids = sorted(int(row[0]) for row in cursor.fetchall())
+            columns = EVENT_COLUMNS
+            if self._compact:
+                columns += ("template_id", "template_timestamp")
+                self._store_templates(cursor, (form for form, _ in stored))
             _copy(
                 cursor,
-                SqlEventLogStorageTable.name,
-                ("id", *_EVENT_COLUMNS),
+                self._rows_table,
+                columns,
                 (
-                    self._row(event_id, event, text)
-                    for event_id, event, (text, _) in zip(event_ids, events, stored, strict=True)
+                    self._row(event_id, event, form)
+                    for event_id, event, (form, _) in zip(event_ids, events, stored, strict=True)
                 ),
             )
         latest: dict = {}
@@ -549,14 +607,40 @@ class BatchedPostgresEventLogStorage(PostgresEventLogStorage):
             self._asset_key_texts[key] = key.to_string()
         return self._asset_key_texts[key]
 
-    def _row(self, event_id: int, event: EventLogEntry, text: str) -> tuple:
-        """The `_EVENT_COLUMNS` of an asset event (a materialization, observation or planned
-        materialization) stored as `text`, after its id: `_event_to_row`'s values."""
+    def _storable(self, form: str | Filled) -> bool:
+        """Whether an event is stored as its template (compact layout, a partition key the
+        view can write in)."""
+        return self._compact and isinstance(form, Filled) and can_fill(form.partition)
+
+    def _store_templates(self, cursor, forms: Iterable[str | Filled]) -> None:
+        """Store the templates of these events that are not stored yet, noting their ids."""
+        for form in forms:
+            if not self._storable(form) or id(form.template) in self._template_ids:
+                continue
+            if len(self._template_ids) >= 100:  # a long-lived process
+                self._template_ids.clear()
+            template = form.template
+            head, middle, tail = template.pieces
+            cursor.execute(
+                f"INSERT INTO {TEMPLATES_TABLE} (run_id, partition_first, head, middle, tail)"
+                " VALUES (%s, %s, %s, %s, %s) RETURNING id",
+                (template.marked.run_id, template.partition_first, head, middle, tail),
+            )
+            self._template_ids[id(template)] = (template, cursor.fetchone()[0])
+
+    def _row(self, event_id: int, event: EventLogEntry, form: str | Filled) -> tuple:
+        """The `EVENT_COLUMNS` of an asset event (a materialization, observation or planned
+        materialization) stored as `form` (`_event_to_row`'s values, after its id); in the
+        compact layout, then its template's id and its timestamp's text, or two NULLs."""
         dagster_event = event.get_dagster_event()
         if dagster_event.event_type_value == DagsterEventType.ASSET_MATERIALIZATION_PLANNED.value:
             # Planned for one partition: stored with its partition.
             dagster_event = self._planned_per_partition(event).get_dagster_event()
-        return (
+        if self._storable(form):
+            text, template = None, (self._template_ids[id(form.template)][1], form.timestamp)
+        else:
+            text, template = (form.text if isinstance(form, Filled) else form), (None, None)
+        row = (
             event_id,
             event.run_id,
             text,
@@ -566,6 +650,7 @@ class BatchedPostgresEventLogStorage(PostgresEventLogStorage):
             self._asset_key_text(event),
             dagster_event.partition or None,
         )
+        return row + template if self._compact else row
 
     def _store_asset_check_evaluation_planned(
         self, event: EventLogEntry, event_id: int | None
@@ -730,4 +815,25 @@ class BatchedPostgresEventLogStorage(PostgresEventLogStorage):
             )
             .values(evaluation_event=events.c.event)
         )
-        super().delete_events_for_run(conn, run_id)
+        if not self._compact:
+            super().delete_events_for_run(conn, run_id)
+            return
+        # Dagster's deletes, on the view's table (not row by row through the view's trigger),
+        # and the run's templates. Constant text: the event types are Dagster's.
+        asset_types = ", ".join(
+            f"'{kind.value}'"
+            for kind in (DagsterEventType.ASSET_MATERIALIZATION, DagsterEventType.ASSET_OBSERVATION)
+        )
+        for statement in (
+            f"DELETE FROM {AssetEventTagsTable.name} WHERE event_id IN (SELECT id FROM"
+            f" {ROWS_TABLE} WHERE run_id = :run_id AND dagster_event_type IN ({asset_types}))",
+            f"DELETE FROM {ROWS_TABLE} WHERE run_id = :run_id",
+            f"DELETE FROM {TEMPLATES_TABLE} WHERE run_id = :run_id",
+        ):
+            conn.execute(db.text(statement), {"run_id": run_id})
+
+    def wipe(self) -> None:
+        super().wipe()
+        if self._compact:
+            with self.index_connection() as conn:
+                conn.execute(db.text(f"DELETE FROM {TEMPLATES_TABLE}"))
