@@ -5,7 +5,10 @@ and one per day in `metrics.daily_values`, loaded with COPY hour by hour (every 
 hour together, the order in which hourly runs write them), then vacuumed and analyzed as
 autovacuum would. Each panel query is the shape dashboards send: one metric by name over a
 time range, through the `*_by_name` views, with literal values (Grafana expands its macros
-into the SQL text). Every repetition asks for another metric.
+into the SQL text). Every repetition asks for another metric. The dashboards' own hourly
+panels are measured too, as Grafana sends them: summed per the `$__interval` Grafana picks for
+a panel 1,000 px wide, with the dashboards' `date_bin` bucket and with Grafana's
+`$__timeGroupAlias` macro for reference.
 
 The queries are measured against the schema as migrated, where every value table's primary key
 also carries `value` (migration 4): a panel's rows come from the key's index alone (an
@@ -27,7 +30,9 @@ import numpy as np
 import psycopg2.extensions
 
 from benchmarks.synthetic import catalog_metrics
+from metrics_platform.lib.dashboards import HOURLY, TIME_BUCKET
 from metrics_platform.lib.database import connect
+from metrics_platform.lib.grafana_macros import TimeRange, expand, panel_interval
 from metrics_platform.lib.grafana_role import DEFAULT_ROLE, ensure_reader_role
 from metrics_platform.lib.store import VALUE_TABLES
 
@@ -68,6 +73,38 @@ MULTI_PANEL = (
     "SELECT time, metric, value FROM metrics.hourly_values_by_name "
     "WHERE metric = ANY(%(metrics)s) AND time >= %(from)s AND time < %(to)s ORDER BY time",
 )
+
+# The dashboards' own hourly panels (`lib/dashboards.py`) aggregate to Grafana's `$__interval`:
+# the interval Grafana picks for a panel of `PANEL_WIDTH_PX` pixels (its data points by
+# default), at least the dashboards' hour. Each is measured with the dashboards' time bucket,
+# then with Grafana's `$__timeGroupAlias` macro in its place for reference. Macros are expanded
+# as Grafana expands them.
+PANEL_WIDTH_PX = 1000
+DASHBOARD_PANEL = (
+    "SELECT {bucket}, metric, sum(value) AS value FROM " + HOURLY + " "
+    "WHERE $__timeFilter(time) AND metric = ANY(%(metrics)s) GROUP BY 1, 2 ORDER BY 1, 2"
+)
+BUCKETS = {
+    "date_bin": TIME_BUCKET,
+    "$__timeGroupAlias": "$__timeGroupAlias(time, $__interval)",
+}
+
+
+def dashboard_panels(end: datetime, windows: dict[str, int], multi_days: int) -> list[tuple]:
+    """(panel, window, days, SQL with its macros expanded, metrics) of the dashboards' panel
+    shape: one metric over each window, `MULTI_METRICS` over `multi_days`."""
+    panels = []
+    for window, days, count in [
+        *((window, days, 1) for window, days in windows.items()),
+        (f"{multi_days} days", multi_days, MULTI_METRICS),
+    ]:
+        time_range = TimeRange(end - timedelta(days=days), end)
+        interval = panel_interval(time_range, PANEL_WIDTH_PX, "1h")
+        for name, bucket in BUCKETS.items():
+            sql = expand(DASHBOARD_PANEL.format(bucket=bucket), time_range, interval=interval)
+            label = f"dashboard panel, {count} metric{'s' if count > 1 else ''}, sum per {interval}"
+            panels.append((f"{label} ({name})", window, days, sql, count))
+    return panels
 
 
 class _CopySource:
@@ -199,6 +236,7 @@ def measure_queries(
         for window, days in windows.items()
         for panel, query in PANELS.items()
     ] + [(MULTI_PANEL[0], f"{multi_days} days", multi_days, MULTI_PANEL[1], MULTI_METRICS)]
+    asked += dashboard_panels(end, windows, multi_days)
     results = []
     try:
         with conn.cursor() as cur:

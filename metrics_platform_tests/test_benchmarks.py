@@ -37,6 +37,8 @@ def test_the_quick_benchmark_completes_and_prints_every_section():
         "hourly values by day",
         "daily values",
         "20 metrics' hourly values",
+        "dashboard panel, 20 metrics, sum per",  # the dashboards' own shape
+        "($__timeGroupAlias)",
         "p95 ms, decoded",
         "as the reader role",
         "primary keys INCLUDE (value)",

@@ -23,6 +23,7 @@ import pytest
 import yaml
 
 from metrics_platform.definitions import build_definitions
+from metrics_platform.lib.dashboards import TIME_BUCKET
 from metrics_platform.lib.database import DATABASE_URL_ENV, PRODUCT_DATABASE_URL_ENV, connect
 from metrics_platform.lib.demo_activity import seed_user_activity
 from metrics_platform.lib.demo_data import seed_product_database
@@ -38,6 +39,7 @@ from metrics_platform.lib.grafana_macros import (
     interpolate_global,
     interpolate_macros,
     interpolate_variables,
+    panel_interval,
     parse_interval,
 )
 from metrics_platform.lib.grafana_role import ensure_reader_role
@@ -1115,3 +1117,50 @@ def test_retention_in_the_range_is_a_ratio_of_the_cohorts_totals(paris_store):
     time_range = TimeRange(paris_day(date(2026, 3, 28))[0], paris_day(date(2026, 3, 29))[1])
     _, [(d1, d7, d30)] = run_panel(as_user(paris_store, READER), "business.json", panel, time_range)
     assert d1 == pytest.approx(50 / 101) and d7 is None and d30 is None
+
+
+@pytest.mark.parametrize("interval", ["1h", "2h", "3h", "6h", "12h", "1d", "7d", "30d"])
+def test_panel_time_buckets_are_grafana_s_time_groups(store_url, interval):
+    """The dashboards' time bucket (`date_bin` on timestamps) is Grafana's `$__timeGroupAlias(time,
+    $__interval)` (numeric epoch arithmetic), bucket for bucket, at every interval Grafana picks
+    for hourly panels: each hour over two years lands in the same bucket, as the same instant."""
+    time_range = TimeRange(datetime(2025, 1, 1, tzinfo=UTC), datetime(2027, 1, 1, tzinfo=UTC))
+    hours = (
+        "FROM generate_series(timestamptz '2025-01-01 00:00+00', timestamptz '2026-12-31 23:00+00',"
+        " interval '1 hour') AS time"
+    )
+    grafana = expand(
+        f"SELECT extract(epoch FROM time), $__timeGroupAlias(time, $__interval) {hours}",
+        time_range,
+        interval=interval,
+    )
+    ours = expand(
+        f"SELECT extract(epoch FROM time), extract(epoch FROM bucket) FROM (SELECT time, "
+        f"{TIME_BUCKET.replace(' AS time', ' AS bucket')} {hours}) buckets",
+        time_range,
+        interval=interval,
+    )
+    expected = query(store_url, grafana)
+    assert len(expected) == 2 * 365 * 24
+    assert query(store_url, ours) == expected
+
+
+@pytest.mark.parametrize(
+    ("days", "width", "minimum", "interval"),
+    [
+        (365, 1000, "1ms", "6h"),  # a year on a panel 1,000 px wide
+        (365, 900, "1ms", "12h"),
+        (90, 1000, "1ms", "2h"),
+        (30, 1000, "1ms", "30m"),
+        (30, 1000, "1h", "1h"),  # the dashboards' hourly panels never go below an hour
+        (7, 1000, "1ms", "10m"),
+        (3285, 1000, "1ms", "1d"),  # nine years
+        (3285, 400, "1ms", "7d"),
+        (3285, 100, "1ms", "30d"),
+        (1, 1000, "1ms", "1m"),
+    ],
+)
+def test_a_panel_s_interval_is_the_browser_s(days, width, minimum, interval):
+    end = datetime(2026, 3, 12, tzinfo=UTC)
+    time_range = TimeRange(end - timedelta(days=days), end)
+    assert panel_interval(time_range, width, minimum) == interval

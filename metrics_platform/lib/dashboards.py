@@ -59,6 +59,13 @@ DAILY_SERIES = "metrics.daily_series"
 # The hours inside the range: `$__timeFilter` is inclusive at both ends, so the hour that
 # starts at the range's end (the next day's first hour, for a range of days) is left out.
 IN_RANGE = "$__timeFilter(time) AND time < $__timeTo()"
+# A panel's time bucket: the start of its `$__interval` (Grafana's `$__timeGroupAlias(time,
+# $__interval)` buckets, counted from the epoch in UTC) by `date_bin`, which works on timestamps;
+# the macro's `floor(extract(epoch from time)/N)*N` is numeric arithmetic on every hour read,
+# four to six times slower (benchmarks/README.md, section 3).
+TIME_BUCKET = (
+    "date_bin(interval '1 millisecond' * $__interval_ms, time, timestamptz 'epoch') AS time"
+)
 
 
 def _sql(text: str) -> str:
@@ -367,7 +374,7 @@ def last_per_interval(series: str, variable: str) -> str:
     """The query of a gauge: the last hourly value in each interval of the metrics that the
     variable `$variable` selects, one series by `series` (a SELECT expression named metric)."""
     return f"""
-        SELECT $__timeGroupAlias(time, $__interval), {series},
+        SELECT {TIME_BUCKET}, {series},
                (array_agg(value ORDER BY time DESC))[1] AS value
         FROM {HOURLY}
         WHERE $__timeFilter(time) AND metric = ANY(ARRAY[${variable}]::text[])
@@ -379,7 +386,7 @@ def last_per_interval(series: str, variable: str) -> str:
 def sum_per_interval(metric: str) -> str:
     """The query of a counter: the sum of the metric's hourly values in each interval."""
     return f"""
-        SELECT $__timeGroupAlias(time, $__interval), metric, sum(value) AS value
+        SELECT {TIME_BUCKET}, metric, sum(value) AS value
         FROM {HOURLY}
         WHERE $__timeFilter(time) AND metric = ANY(ARRAY['{metric}']::text[])
         GROUP BY 1, 2
@@ -628,7 +635,7 @@ def quality_of_service() -> models.Dashboard:
                 f"Hourly {percentile} event duration by event type ($event_type); over intervals "
                 "longer than an hour, the worst hour.",
                 f"""
-                SELECT $__timeGroupAlias(time, $__interval), split_part(metric, '.', 2) AS metric,
+                SELECT {TIME_BUCKET}, split_part(metric, '.', 2) AS metric,
                        max(value) AS value
                 FROM {HOURLY}
                 WHERE $__timeFilter(time) AND metric LIKE 'events.%.duration.{percentile}'
@@ -661,7 +668,7 @@ def quality_of_service() -> models.Dashboard:
             "Error rate",
             "events.<type>.errors / events.<type>.count per interval ($event_type).",
             f"""
-            SELECT $__timeGroupAlias(time, $__interval), split_part(metric, '.', 2) AS metric,
+            SELECT {TIME_BUCKET}, split_part(metric, '.', 2) AS metric,
                    {error_rate} AS value
             FROM {HOURLY}
             WHERE $__timeFilter(time) AND {counts_and_errors}
@@ -689,7 +696,7 @@ def quality_of_service() -> models.Dashboard:
             "Events and errors",
             "Events and failed events per interval ($event_type).",
             f"""
-            SELECT $__timeGroupAlias(time, $__interval),
+            SELECT {TIME_BUCKET},
                    split_part(metric, '.', 2) || ' ' || split_part(metric, '.', 3) AS metric,
                    sum(value) AS value
             FROM {HOURLY}
@@ -728,7 +735,7 @@ def quality_of_service() -> models.Dashboard:
             "HTTP requests by job",
             "http.requests.<job> per interval (Prometheus).",
             f"""
-            SELECT $__timeGroupAlias(time, $__interval),
+            SELECT {TIME_BUCKET},
                    substr(metric, length('http.requests.') + 1) AS metric, sum(value) AS value
             FROM {HOURLY}
             WHERE $__timeFilter(time) AND metric LIKE 'http.requests.%'
@@ -854,7 +861,7 @@ def platform_health() -> models.Dashboard:
             "Metrics with a value, per landed hour and source (mean over the interval): a dip is "
             "a metric missing for some hours.",
             f"""
-            SELECT $__timeGroupAlias(time, $__interval), source AS metric, avg(landed) AS value
+            SELECT {TIME_BUCKET}, source AS metric, avg(landed) AS value
             FROM (
                 SELECT v.time, m.source, count(*) AS landed
                 FROM {HOURLY} v JOIN metrics.metric m ON m.name = v.metric

@@ -239,6 +239,31 @@ def interval_to_ms(text: str) -> int:
     return int(match.group(1)) * _FRONTEND_UNIT_MS[match.group(2)]
 
 
+# The browser's `rangeUtil.roundInterval`: (below, in ms) -> the interval it rounds to.
+_ROUNDED_INTERVALS = (
+    (15, 10), (35, 20), (75, 50), (150, 100), (350, 200), (750, 500), (1_500, 1_000),
+    (3_500, 2_000), (7_500, 5_000), (12_500, 10_000), (17_500, 15_000), (25_000, 20_000),
+    (45_000, 30_000), (90_000, 60_000), (210_000, 120_000), (450_000, 300_000),
+    (750_000, 600_000), (1_050_000, 900_000), (1_500_000, 1_200_000), (2_700_000, 1_800_000),
+    (5_400_000, 3_600_000), (9_000_000, 7_200_000), (16_200_000, 10_800_000),
+    (32_400_000, 21_600_000), (86_400_000, 43_200_000), (604_800_000, 86_400_000),
+    (1_814_400_000, 604_800_000), (3_628_800_000, 2_592_000_000),
+)  # fmt: skip
+
+
+def panel_interval(time_range: TimeRange, max_data_points: int, min_interval: str = "1ms") -> str:
+    """A panel's `$__interval` as the browser computes it (`rangeUtil.calculateInterval`): the
+    range over the panel's data points (its width in pixels by default), rounded to Grafana's
+    steps, at least the panel's minimum interval; as Grafana's text (`secondsToHms`)."""
+    raw = (time_range.end - time_range.start).total_seconds() * 1000 / max_data_points
+    rounded = next((to for below, to in _ROUNDED_INTERVALS if raw < below), 31_536_000_000)
+    milliseconds = max(rounded, interval_to_ms(min_interval))
+    for unit in ("y", "d", "h", "m", "s"):
+        if milliseconds >= _FRONTEND_UNIT_MS[unit]:
+            return f"{milliseconds // _FRONTEND_UNIT_MS[unit]}{unit}"
+    return f"{milliseconds}ms"
+
+
 # --- 1. Template variables (browser) --------------------------------------------------------------
 
 # Grafana's VARIABLE_REGEX: $var | [[var]] / [[var:fmt]] | ${var} / ${var.path} / ${var:fmt}
