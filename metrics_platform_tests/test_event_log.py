@@ -30,6 +30,7 @@ from dagster._serdes import deserialize_value, serialize_value
 
 from metrics_platform import cli
 from metrics_platform.defs.partitions import HISTORY_START_ENV
+from metrics_platform.lib import event_log_layout
 from metrics_platform.lib.database import DATABASE_URL_ENV, connect
 from metrics_platform.lib.event_log import (
     EVENT_BATCH_SIZE_ENV,
@@ -582,3 +583,38 @@ def test_a_range_s_materializations_are_stored_as_its_template(
         tmp_path / "plain_restored", url, "dagster_postgres.event_log", "PostgresEventLogStorage"
     ) as plain:
         assert _events_as_read(plain, kept) == read_kept
+
+
+def test_a_busy_event_log_is_converted_by_a_later_start(tmp_path, postgres_server, monkeypatch):
+    """The conversion waits for the table's readers only briefly: while a long read holds the
+    plain table, the storage starts and writes the plain layout, as dagster-postgres does; the
+    next start converts it."""
+    url = new_database(postgres_server, "events_busy")
+    with _instance(
+        tmp_path / "plain", url, "dagster_postgres.event_log", "PostgresEventLogStorage"
+    ) as plain:
+        before = _run_both_ranges(plain)[:1]
+    monkeypatch.setattr(event_log_layout, "LOCK_TIMEOUT_MS", 200)
+    reader = connect(url)
+    try:
+        with reader.cursor() as cur:
+            cur.execute("SELECT count(*) FROM event_logs")  # a read that stays open
+            with _instance(
+                tmp_path / "busy",
+                url,
+                "metrics_platform.lib.event_log",
+                "BatchedPostgresEventLogStorage",
+            ) as batched:
+                single = dg.materialize(
+                    [numbers], instance=batched, partition_key="2026-01-05-00:00"
+                )
+                assert single.success
+                assert _layout(url)[0] == "r"
+        reader.rollback()
+    finally:
+        reader.close()
+    with _instance(
+        tmp_path / "later", url, "metrics_platform.lib.event_log", "BatchedPostgresEventLogStorage"
+    ) as batched:
+        assert _layout(url)[0] == "v"
+        assert _events_as_read(batched, [*before, single.run_id])

@@ -26,7 +26,14 @@ turns it back into dagster-postgres's table, for an operator leaving this storag
 from __future__ import annotations
 
 import json
+import logging
 
+import psycopg2.errors
+
+logger = logging.getLogger(__name__)
+
+# How long the conversion waits for the table's readers before leaving it for a later start.
+LOCK_TIMEOUT_MS = 5000
 ROWS_TABLE = "event_log_rows"
 TEMPLATES_TABLE = "event_log_templates"
 VIEW = "event_logs"  # Dagster's name for its event log table
@@ -58,7 +65,8 @@ _VIEW_COLUMNS = ", ".join(
 _NEW_VALUES = ", ".join(f"NEW.{c}" for c in EVENT_COLUMNS)
 _NEW_ASSIGNMENTS = ", ".join(f"{c} = NEW.{c}" for c in EVENT_COLUMNS)
 
-# Constant text throughout: no identifier or value from input.
+# Constant text throughout: no identifier or value from input. Executed with a parameter, so a
+# literal percent sign is written `%%`.
 _CONVERT = f"""
 DO $convert$
 DECLARE
@@ -68,6 +76,8 @@ BEGIN
     IF (SELECT relkind FROM pg_class WHERE oid = to_regclass('{VIEW}')) IS DISTINCT FROM 'r' THEN
         RETURN;  -- converted already (a view), or no event log yet
     END IF;
+    -- The rename waits for the table's readers: not for long (`ensure_compact_layout`).
+    PERFORM set_config('lock_timeout', %(lock_timeout)s, true);
     sequence := pg_get_serial_sequence('{VIEW}', 'id');
     ALTER TABLE {VIEW} RENAME TO {ROWS_TABLE};
     ALTER TABLE {ROWS_TABLE}
@@ -89,7 +99,7 @@ BEGIN
     CREATE INDEX {TEMPLATES_TABLE}_run_id ON {TEMPLATES_TABLE} (run_id);
     CREATE VIEW {VIEW} AS SELECT {_VIEW_COLUMNS} FROM {ROWS_TABLE} r;
     EXECUTE format(
-        'ALTER VIEW {VIEW} ALTER COLUMN id SET DEFAULT nextval(%L::regclass)', sequence);
+        'ALTER VIEW {VIEW} ALTER COLUMN id SET DEFAULT nextval(%%L::regclass)', sequence);
     CREATE FUNCTION {VIEW}_write() RETURNS trigger LANGUAGE plpgsql AS $write$
     BEGIN
         IF TG_OP = 'INSERT' THEN
@@ -142,11 +152,22 @@ def is_compact(cursor) -> bool:
     return row is not None and row[0] == "v"
 
 
-def ensure_compact_layout(cursor) -> bool:
+def ensure_compact_layout(cursor, lock_timeout_ms: int | None = None) -> bool:
     """Convert the plain event log table (if there is one) to this layout, once; whether the
     database has this layout afterwards. The cursor's connection must be in autocommit mode:
-    the conversion is one statement, its own transaction."""
-    cursor.execute(_CONVERT)
+    the conversion is one statement, its own transaction. When the table stays busy (a long
+    read holds it) for `lock_timeout_ms`, nothing changes: the plain layout stays, written as
+    dagster-postgres writes it, and a later start converts it (default: `LOCK_TIMEOUT_MS`)."""
+    if lock_timeout_ms is None:
+        lock_timeout_ms = LOCK_TIMEOUT_MS
+    try:
+        cursor.execute(_CONVERT, {"lock_timeout": f"{int(lock_timeout_ms)}ms"})
+    except psycopg2.errors.LockNotAvailable:
+        logger.warning(
+            "Dagster's event log stays in its plain layout for now: its table was busy for "
+            "%s ms; the next start converts it",
+            lock_timeout_ms,
+        )
     return is_compact(cursor)
 
 
