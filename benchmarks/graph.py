@@ -166,15 +166,11 @@ def store_rows(url: str) -> dict[str, int]:
         conn.close()
 
 
-# Dagster's records of the runs: its event log (with the events' tags and, in the repository's
-# compact layout, the ranges' templates) and its check executions. In that layout `event_logs`
-# is a view of `event_log_rows`: what is stored is measured on the table.
-DAGSTER_RECORD_TABLES = (
-    EVENT_LOG_ROWS,
-    TEMPLATES_TABLE,
-    "asset_event_tags",
-    "asset_check_executions",
-)
+# Dagster's records of the runs: its event log (with the events' tags) and its check executions.
+# In the repository's compact layout `event_logs` is a view of `event_log_rows`, with the ranges'
+# templates beside it: what is stored is measured on those tables.
+EVENT_LOG_TABLES = {True: (EVENT_LOG_ROWS, TEMPLATES_TABLE), False: ("event_logs",)}
+OTHER_RECORD_TABLES = ("asset_event_tags", "asset_check_executions")
 
 
 def dagster_records(url: str) -> dict[str, int]:
@@ -183,12 +179,9 @@ def dagster_records(url: str) -> dict[str, int]:
     conn = connect(url)
     try:
         with conn, conn.cursor() as cur:
-            events = EVENT_LOG_ROWS if is_compact(cur) else "event_logs"
-            tables = [
-                events if table == EVENT_LOG_ROWS else table
-                for table in DAGSTER_RECORD_TABLES
-                if table != TEMPLATES_TABLE or events == EVENT_LOG_ROWS
-            ]
+            compact = is_compact(cur)
+            tables = (*EVENT_LOG_TABLES[compact], *OTHER_RECORD_TABLES)
+            events = tables[0]
             total = rows = 0
             for table in tables:
                 cur.execute(
@@ -207,7 +200,7 @@ def dagster_records(url: str) -> dict[str, int]:
             templates = (
                 f" UNION ALL SELECT '{TEMPLATES_TABLE}', count(*), sum(pg_column_size(t.*))"
                 f" FROM {TEMPLATES_TABLE} t"
-                if TEMPLATES_TABLE in tables
+                if compact
                 else ""
             )
             cur.execute(

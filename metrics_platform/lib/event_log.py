@@ -613,12 +613,13 @@ class BatchedPostgresEventLogStorage(PostgresEventLogStorage):
         return self._compact and isinstance(form, Filled) and can_fill(form.partition)
 
     def _store_templates(self, cursor, forms: Iterable[str | Filled]) -> None:
-        """Store the templates of these events that are not stored yet, noting their ids."""
+        """Store the templates of these events that are not stored yet, noting their ids (for
+        `_row`, until the next batch)."""
+        if len(self._template_ids) >= 100:  # a long-lived process; never within a batch
+            self._template_ids.clear()
         for form in forms:
             if not self._storable(form) or id(form.template) in self._template_ids:
                 continue
-            if len(self._template_ids) >= 100:  # a long-lived process
-                self._template_ids.clear()
             template = form.template
             head, middle, tail = template.pieces
             cursor.execute(
